@@ -1,0 +1,118 @@
+"""Nucleus labels as an OME-NGFF 0.4 label image (zarr v2), written chunk by chunk.
+
+Layout: ``labels.ome.zarr/labels/nuclei/s0..sK``. Level k keeps every 2^k-th pixel starting at
+offset 2^k // 2 (nearest-neighbour, ids are never blended), so its translation is half a level-0
+pixel. Each core block maps to exactly one chunk per level, so blocks never write the same chunk.
+Scale is in micrometres, so the labels overlay the slide in any NGFF viewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+from numcodecs import Zstd
+
+from pathosam_wsi._types import BoxXYXY
+
+__all__ = ["LABEL_NAME", "create_label_image", "level_count", "open_levels", "write_core"]
+
+LABEL_NAME = "nuclei"
+_COMPRESSOR = Zstd(level=3)
+_MIN_LEVEL_SIDE_PX = 256
+
+
+def level_count(wh_px: tuple[int, int], chunk_px: int) -> int:
+    """Pyramid levels: halve while the chunk stays even and the image stays > 256 px."""
+    n, f = 1, 2
+    while chunk_px % f == 0 and chunk_px // f >= 16 and max(wh_px) // f >= _MIN_LEVEL_SIDE_PX:
+        n += 1
+        f *= 2
+    return n
+
+
+def _level_len(length_px: int, factor: int) -> int:
+    return length_px if factor == 1 else max((length_px - factor // 2 - 1) // factor + 1, 1)
+
+
+def create_label_image(
+    path: Path, wh_px: tuple[int, int], chunk_px: int, mpp: float, slide_name: str
+) -> None:
+    """Create the empty store with NGFF metadata.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.ome.zarr`` folder to create.
+    wh_px : tuple of int
+        (width, height) of the working frame, px.
+    chunk_px : int
+        Chunk side of level 0 (= block core size).
+    mpp : float
+        Working pixel size in µm/px.
+    """
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    labels_grp = root.create_group("labels")
+    labels_grp.attrs["labels"] = [LABEL_NAME]
+    grp = labels_grp.create_group(LABEL_NAME)
+    datasets = []
+    w, h = wh_px
+    for k in range(level_count(wh_px, chunk_px)):
+        f = 2**k
+        grp.create_array(
+            f"s{k}",
+            shape=(_level_len(h, f), _level_len(w, f)),
+            chunks=(chunk_px // f, chunk_px // f),
+            dtype="uint32",
+            fill_value=0,
+            chunk_key_encoding={"name": "v2", "separator": "/"},
+            compressors=_COMPRESSOR,
+            config={"write_empty_chunks": False},
+        )
+        offset_um = 0.0 if f == 1 else 0.5 * mpp
+        datasets.append(
+            {
+                "path": f"s{k}",
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [mpp * f, mpp * f]},
+                    {"type": "translation", "translation": [offset_um, offset_um]},
+                ],
+            }
+        )
+    grp.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "name": LABEL_NAME,
+            "axes": [
+                {"name": "y", "type": "space", "unit": "micrometer"},
+                {"name": "x", "type": "space", "unit": "micrometer"},
+            ],
+            "datasets": datasets,
+            "type": "nearest",
+            "metadata": {"description": f"nucleus instances of {slide_name}, 0 = background"},
+        }
+    ]
+    grp.attrs["image-label"] = {"version": "0.4", "source": {"image": "../../"}}
+
+
+def open_levels(path: Path) -> list[zarr.Array]:
+    """The level arrays s0..sK of an existing store, for writing."""
+    grp = zarr.open_group(str(path / "labels" / LABEL_NAME), mode="r+", zarr_format=2)
+    datasets = grp.attrs["multiscales"][0]["datasets"]
+    return [grp[d["path"]] for d in datasets]  # type: ignore[misc]
+
+
+def write_core(
+    levels: list[zarr.Array], core_px: BoxXYXY, labels: npt.NDArray[np.uint32]
+) -> None:
+    """Write one core block's labels (h, w) uint32 into every level (one chunk each)."""
+    x0, y0, x1, y1 = core_px
+    for k, arr in enumerate(levels):
+        f = 2**k
+        sub = labels if f == 1 else labels[f // 2 :: f, f // 2 :: f]
+        if sub.size == 0 or not sub.any():
+            continue
+        ly, lx = y0 // f, x0 // f
+        arr[ly : ly + sub.shape[0], lx : lx + sub.shape[1]] = sub

@@ -1,0 +1,123 @@
+"""The built-in, weight-free ``classical`` nucleus model.
+
+It emits PathoSAM's three AIS maps from colour alone, so the pipeline after it is the PathoSAM one
+and the tool runs offline on any CPU:
+
+1. haematoxylin optical density by colour deconvolution (Ruifrok & Johnston 2001, via
+   ``skimage.color.rgb2hed``), lightly smoothed, minus its local background (a grey opening with
+   a disk of ``background_radius_um``: a white top-hat, robust to stain strength);
+2. foreground probability: a logistic function of that excess density around a fixed threshold;
+3. nuclei: the foreground mask split by a watershed on its distance transform, seeded by the
+   distance transform's h-maxima;
+4. per nucleus, the normalised distance to its centre and the normalised inverted distance to
+   its boundary, as PathoSAM's decoder is trained to predict (torch-em PerObjectDistanceTransform).
+
+Every step is local (bounded support or confined to one connected foreground component), so a
+nucleus that lies well inside a block gets exactly the maps it would get in the whole image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage as ndi
+from skimage.color import rgb2hed
+from skimage.morphology import disk, h_maxima
+from skimage.segmentation import find_boundaries, watershed
+
+from pathosam_wsi.config import ModelConfig
+from pathosam_wsi.model.base import ModelOutput, register_model
+
+__all__ = ["ClassicalModel", "ClassicalParams"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassicalParams:
+    """Tuning of the classical model; sizes in µm so they hold at any resolution."""
+
+    hematoxylin_od_thresh: float = 0.05
+    """Haematoxylin density above local background (rgb2hed units) where foreground p = 0.5."""
+    od_softness: float = 0.01
+    """Width of the logistic transition, same units."""
+    background_radius_um: float = 4.0
+    smoothing_um: float = 0.5
+    min_area_um2: float = 8.0
+    seed_h_um: float = 0.6
+    """Minimum dynamic of a distance-transform maximum to seed its own nucleus."""
+
+
+class ClassicalModel:
+    """Colour-deconvolution nucleus model; see the module docstring."""
+
+    name = "classical"
+    class_names = None
+
+    def __init__(self, mpp: float, params: ClassicalParams | None = None) -> None:
+        self.mpp = float(mpp)
+        self.params = params or ClassicalParams()
+
+    def predict(self, tiles: Sequence[npt.NDArray[np.uint8]]) -> list[ModelOutput]:
+        """Maps for each (H, W, 3) uint8 RGB tile; tiles are independent of each other."""
+        return [ModelOutput(ais=self.maps(tile)) for tile in tiles]
+
+    def maps(self, tile: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """(3, H, W) float32 AIS maps of one (H, W, 3) uint8 RGB tile."""
+        p = self.params
+        od = rgb2hed(tile)[..., 0].astype(np.float32)
+        od = ndi.gaussian_filter(od, p.smoothing_um / self.mpp, mode="mirror", truncate=3.0)
+        od = od - ndi.grey_opening(od, footprint=disk(max(1, round(p.background_radius_um / self.mpp))))
+        fg = 1.0 / (1.0 + np.exp(-(od - p.hematoxylin_od_thresh) / p.od_softness))
+        fg = fg.astype(np.float32)
+        nuclei = self._split_nuclei(fg > 0.5)
+        centre, boundary = _distance_maps(nuclei)
+        return np.stack([fg, centre, boundary])
+
+    def _split_nuclei(self, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
+        """Instance labels: the mask cleaned, filled and split at distance-transform saddles."""
+        p = self.params
+        mask = ndi.binary_fill_holes(mask)
+        comps, n = ndi.label(mask)
+        if n == 0:
+            return np.zeros(mask.shape, np.int32)
+        sizes = np.bincount(comps.ravel())
+        keep = sizes >= p.min_area_um2 / self.mpp**2
+        keep[0] = False
+        mask = keep[comps]
+        edt = ndi.distance_transform_edt(mask).astype(np.float32)
+        seeds = h_maxima(edt, p.seed_h_um / self.mpp) & mask
+        markers, _ = ndi.label(seeds, structure=np.ones((3, 3), bool))
+        return watershed(-edt, markers, mask=mask, connectivity=1).astype(np.int32)
+
+
+def _distance_maps(
+    nuclei: npt.NDArray[np.int32],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Normalised centre distance and inverted boundary distance per nucleus (1 outside)."""
+    centre = np.ones(nuclei.shape, np.float32)
+    boundary = np.ones(nuclei.shape, np.float32)
+    n = int(nuclei.max())
+    if n == 0:
+        return centre, boundary
+    inside = (nuclei > 0) & ~find_boundaries(nuclei, mode="inner", background=0)
+    edt = ndi.distance_transform_edt(inside).astype(np.float32)
+    index = np.arange(1, n + 1)
+    fg = nuclei > 0
+    max_edt = np.asarray(ndi.maximum(edt, nuclei, index), np.float32)
+    denom = np.maximum(max_edt, 1.0)[nuclei[fg] - 1]
+    boundary[fg] = np.clip((max_edt[nuclei[fg] - 1] - edt[fg]) / denom, 0.0, 1.0)
+    # Centre = the nucleus's deepest interior point (first in raster order on ties).
+    flat = np.asarray(ndi.maximum_position(edt, nuclei, index))
+    centres = np.zeros(nuclei.shape, bool)
+    centres[flat[:, 0], flat[:, 1]] = True
+    dist = ndi.distance_transform_edt(~centres).astype(np.float32)
+    max_dist = np.asarray(ndi.maximum(dist, nuclei, index), np.float32)
+    centre[fg] = np.clip(dist[fg] / np.maximum(max_dist, 1.0)[nuclei[fg] - 1], 0.0, 1.0)
+    return centre, boundary
+
+
+@register_model("classical")
+def _build_classical(config: ModelConfig, mpp: float) -> ClassicalModel:
+    return ClassicalModel(mpp)

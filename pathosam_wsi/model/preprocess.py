@@ -1,0 +1,218 @@
+"""Per-tile input preparation and output resizing, as the reference (pathosam-reference.md §3, §4.3).
+
+uint8 RGB tile -> optional per-channel min-max stretch (micro-sam >= 1.7) -> PIL bilinear resize of
+the longest side to 1024 -> SAM normalisation -> zero padding (bottom/right) to 1024 x 1024.
+Maps go back by cropping the padding and a bilinear resize (align_corners=False) to the tile size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pathosam_wsi.errors import ConfigError
+
+__all__ = [
+    "INTENSITY_MODES",
+    "SAM_INPUT_PX",
+    "SAM_PIXEL_MEAN",
+    "SAM_PIXEL_STD",
+    "PreparedBatch",
+    "minmax_stretch",
+    "normalize_and_pad",
+    "postprocess_maps",
+    "preprocess_tile",
+    "preprocess_tiles",
+    "resize_longest_side",
+    "resized_shape",
+]
+
+SAM_INPUT_PX = 1024
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+INTENSITY_MODES = ("none", "per_tile_minmax")
+
+
+def _check_tile(tile: npt.NDArray[np.uint8]) -> None:
+    if tile.ndim != 3 or tile.shape[2] != 3 or tile.dtype != np.uint8:
+        raise ConfigError(
+            f"a tile must be (H, W, 3) uint8, got shape {tile.shape} dtype {tile.dtype}; "
+            "convert the block to RGB uint8 first"
+        )
+    if tile.shape[0] < 1 or tile.shape[1] < 1:
+        raise ConfigError(f"a tile must not be empty, got shape {tile.shape}")
+
+
+def minmax_stretch(tile: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Per-channel min-max stretch to 0..255, as micro-sam >= 1.7 ``_to_image``.
+
+    In float32 per channel: subtract the minimum, divide by (shifted maximum + 1e-7), multiply by
+    255 and cast with truncation. A constant channel becomes 0.
+
+    Parameters
+    ----------
+    tile : (H, W, 3) uint8, YXC
+
+    Returns
+    -------
+    (H, W, 3) uint8, YXC
+    """
+    _check_tile(tile)
+    x = tile.astype(np.float32)
+    x -= x.min(axis=(0, 1), keepdims=True)
+    x /= x.max(axis=(0, 1), keepdims=True) + np.float32(1e-7)
+    x *= np.float32(255.0)
+    return x.astype(np.uint8)
+
+
+def resized_shape(h: int, w: int, target_px: int = SAM_INPUT_PX) -> tuple[int, int]:
+    """(h', w') with the longest side scaled to ``target_px``; sizes rounded half up.
+
+    Same arithmetic as segment-anything ``ResizeLongestSide.get_preprocess_shape``.
+    """
+    scale = target_px * 1.0 / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def resize_longest_side(
+    tile: npt.NDArray[np.uint8], target_px: int = SAM_INPUT_PX
+) -> npt.NDArray[np.uint8]:
+    """PIL bilinear resize (uint8 in and out) of the longest side to ``target_px``.
+
+    Parameters
+    ----------
+    tile : (H, W, 3) uint8, YXC
+
+    Returns
+    -------
+    (h', w', 3) uint8, YXC, with ``(h', w') = resized_shape(H, W, target_px)``
+    """
+    _check_tile(tile)
+    new_h, new_w = resized_shape(tile.shape[0], tile.shape[1], target_px)
+    if (new_h, new_w) == tile.shape[:2]:
+        return tile
+    image = Image.fromarray(np.ascontiguousarray(tile))
+    return np.array(image.resize((new_w, new_h), Image.Resampling.BILINEAR))
+
+
+def normalize_and_pad(
+    resized: npt.NDArray[np.uint8], target_px: int = SAM_INPUT_PX
+) -> torch.Tensor:
+    """SAM normalisation ``(x - mean) / std`` in float32, then zero padding to target_px.
+
+    Parameters
+    ----------
+    resized : (h', w', 3) uint8, YXC, with h', w' <= target_px
+
+    Returns
+    -------
+    (3, target_px, target_px) float32 tensor, CYX
+    """
+    x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()  # (3, h', w')
+    mean = torch.tensor(SAM_PIXEL_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(SAM_PIXEL_STD, dtype=torch.float32).view(3, 1, 1)
+    x = (x - mean) / std
+    pad_h, pad_w = target_px - x.shape[1], target_px - x.shape[2]
+    return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def preprocess_tile(
+    tile: npt.NDArray[np.uint8], intensity: str = "none", target_px: int = SAM_INPUT_PX
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One tile to the encoder input.
+
+    Parameters
+    ----------
+    tile : (H, W, 3) uint8, YXC
+    intensity : {"none", "per_tile_minmax"}
+        ``none`` keeps uint8 as in training (micro-sam <= 1.6); ``per_tile_minmax`` applies
+        :func:`minmax_stretch` first (micro-sam >= 1.7).
+    target_px : int
+        Encoder input size (1024 for SAM).
+
+    Returns
+    -------
+    pixels : (3, target_px, target_px) float32 tensor, CYX
+    input_size : (h', w')
+        Size of the resized image inside the padding.
+    """
+    if intensity not in INTENSITY_MODES:
+        raise ConfigError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
+    _check_tile(tile)
+    if intensity == "per_tile_minmax":
+        tile = minmax_stretch(tile)
+    resized = resize_longest_side(tile, target_px)
+    return normalize_and_pad(resized, target_px), (resized.shape[0], resized.shape[1])
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """Encoder input for a batch of tiles.
+
+    Attributes
+    ----------
+    pixels : (B, 3, T, T) float32 tensor, CYX, normalised and padded
+    input_sizes : list of (h', w')
+        Resized size of each tile inside the padding.
+    original_sizes : list of (H, W)
+        Each tile's own size (the size its maps are resized back to).
+    """
+
+    pixels: torch.Tensor
+    input_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+
+
+def preprocess_tiles(
+    tiles: Sequence[npt.NDArray[np.uint8]], intensity: str = "none", target_px: int = SAM_INPUT_PX
+) -> PreparedBatch:
+    """Stack :func:`preprocess_tile` over tiles of possibly different sizes.
+
+    Parameters
+    ----------
+    tiles : sequence of (H_i, W_i, 3) uint8, YXC
+    intensity, target_px
+        As :func:`preprocess_tile`.
+    """
+    if len(tiles) == 0:
+        raise ConfigError("no tiles given; expected at least one (H, W, 3) uint8 tile")
+    prepared = [preprocess_tile(t, intensity, target_px) for t in tiles]
+    pixels = torch.stack([p for p, _ in prepared])  # (B, 3, T, T)
+    return PreparedBatch(
+        pixels=pixels,
+        input_sizes=[size for _, size in prepared],
+        original_sizes=[(t.shape[0], t.shape[1]) for t in tiles],
+    )
+
+
+def postprocess_maps(
+    maps: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+) -> torch.Tensor:
+    """Decoder maps of one tile back to the tile's size (torch-em ``postprocess_masks``).
+
+    Parameters
+    ----------
+    maps : (C, T, T) float tensor, CYX, padded model frame
+    input_size : (h', w')
+        Resized size inside the padding.
+    original_size : (H, W)
+        The tile's size.
+
+    Returns
+    -------
+    (C, H, W) tensor, CYX, tile pixels, same dtype as ``maps``
+    """
+    target_px = maps.shape[-1]
+    x = maps[None]  # (1, C, T, T)
+    # First step of the reference: resize to the encoder input size (an identity for SAM 1024).
+    x = F.interpolate(x, (target_px, target_px), mode="bilinear", align_corners=False)
+    x = x[..., : input_size[0], : input_size[1]]
+    if tuple(x.shape[-2:]) != tuple(original_size):
+        x = F.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
+    return x[0]

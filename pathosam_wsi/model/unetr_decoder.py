@@ -1,0 +1,203 @@
+"""The UNETR decoder path that micro-sam's ``DecoderAdapter`` runs on SAM embeddings.
+
+Re-implemented from the description in pathosam-reference.md §4 (torch-em ``unet.py`` /
+``unetr.py``, micro-sam ``instance_segmentation.py: DecoderAdapter``): same module names, so the
+published decoder state dicts (66 keys, both upsampler variants) load strictly, and the same forward
+pass, including the channel centre-crop of the skip connections. The forward is written with
+functional calls so the decoder BatchNorm statistics can be chosen per call (§5).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pathosam_wsi.errors import ConfigError
+
+__all__ = ["BATCHNORM_MODES", "AISDecoder"]
+
+BATCHNORM_MODES = ("per_tile", "batch", "running")
+_NORM_EPS = 1e-5
+
+
+class _Conv(nn.Module):
+    """A 3x3 convolution stored under ``.block`` (torch-em ``SingleConv2DBlock`` key layout)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.block = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+
+class _TransposeUpsampler(nn.Module):
+    """x2 upsampling by a 2x2 stride-2 transposed convolution (keys ``block.*``)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.block = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)  # type: ignore[no-any-return]
+
+
+class _InterpUpsampler(nn.Module):
+    """x2 bilinear upsampling (align_corners=False) then a 1x1 convolution (keys ``conv.*``)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.conv(x)  # type: ignore[no-any-return]
+
+
+def _upsampler(in_channels: int, out_channels: int, conv_transpose: bool) -> nn.Module:
+    if conv_transpose:
+        return _TransposeUpsampler(in_channels, out_channels)
+    return _InterpUpsampler(in_channels, out_channels)
+
+
+class _ConvBlock(nn.Module):
+    """InstanceNorm -> conv3x3 -> ReLU -> InstanceNorm -> conv3x3 -> ReLU (convs at block.1/4)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.InstanceNorm2d(in_channels),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.ReLU(),
+            nn.InstanceNorm2d(out_channels),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1, conv2 = self.block[1], self.block[4]
+        x = F.relu(conv1(F.instance_norm(x, eps=_NORM_EPS)))
+        return F.relu(conv2(F.instance_norm(x, eps=_NORM_EPS)))
+
+
+class _DeconvBlock(nn.Module):
+    """Upsample x2 -> conv3x3 -> BatchNorm -> ReLU (torch-em ``Deconv2DBlock``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, conv_transpose: bool) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            _upsampler(in_channels, out_channels, conv_transpose),
+            _Conv(out_channels, out_channels),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor, batchnorm: str) -> torch.Tensor:
+        x = self.block[1].block(self.block[0](x))
+        return F.relu(_batchnorm(x, self.block[2], batchnorm))
+
+
+class _Decoder(nn.Module):
+    """Three (sampler, ConvBlock) levels; keys ``samplers.{i}.*`` and ``blocks.{i}.block.*``."""
+
+    def __init__(self, features: tuple[int, ...], conv_transpose: bool) -> None:
+        super().__init__()
+        pairs = list(zip(features[:-1], features[1:], strict=True))
+        self.blocks = nn.ModuleList([_ConvBlock(c_in, c_out) for c_in, c_out in pairs])
+        self.samplers = nn.ModuleList([_upsampler(c_in, c_out, conv_transpose) for c_in, c_out in pairs])
+
+
+def _batchnorm(x: torch.Tensor, bn: nn.BatchNorm2d, mode: str) -> torch.Tensor:
+    """Apply ``bn``'s affine transform with the statistics that ``mode`` selects."""
+    if mode == "per_tile":
+        # Train-mode BN over a batch of one == instance norm with the BN affine (reference §5).
+        return F.instance_norm(x, weight=bn.weight, bias=bn.bias, eps=bn.eps)
+    if mode == "batch":
+        return F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+    return F.batch_norm(
+        x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps
+    )
+
+
+def _centre_crop_channels(skip: torch.Tensor, n_channels: int) -> torch.Tensor:
+    """torch-em's ``Decoder._crop`` also crops the channel axis: keep the middle ``n_channels``."""
+    offset = (skip.shape[1] - n_channels) // 2
+    return skip[:, offset : offset + n_channels]
+
+
+class AISDecoder(nn.Module):
+    """PathoSAM's UNETR decoder on SAM embeddings (AIS: 3 channels; PanNuke semantic: 6).
+
+    Parameters
+    ----------
+    out_channels : int
+        3 for the AIS maps (foreground, centre distance, boundary distance), 6 for PanNuke classes.
+    use_conv_transpose : bool
+        Upsampler variant: transposed convolutions (True) or bilinear + 1x1 convolution (False).
+    in_channels : int
+        Channels of the embeddings (256 = SAM neck output). Only tests change it.
+    width : int
+        Channels of the finest level (64 in PathoSAM); the others are 2x, 4x and 8x. Only tests
+        change it.
+    """
+
+    def __init__(
+        self,
+        out_channels: int = 3,
+        use_conv_transpose: bool = True,
+        *,
+        in_channels: int = 256,
+        width: int = 64,
+    ) -> None:
+        super().__init__()
+        ct = use_conv_transpose
+        c1, c2, c4, c8 = width, 2 * width, 4 * width, 8 * width
+        self.out_channels = out_channels
+        self.use_conv_transpose = use_conv_transpose
+        self.base = _ConvBlock(in_channels, c8)
+        self.decoder = _Decoder((c8, c4, c2, c1), ct)
+        self.deconv1 = _DeconvBlock(in_channels, c8, ct)
+        self.deconv2 = _DeconvBlock(c8, c4, ct)
+        self.deconv3 = _DeconvBlock(c4, c2, ct)
+        self.deconv4 = _DeconvBlock(c2, c1, ct)
+        self.deconv_out = _upsampler(c1, c1, ct)
+        self.decoder_head = _ConvBlock(c2, c1)
+        self.out_conv = nn.Conv2d(c1, out_channels, 1)
+
+    def forward(
+        self, features: torch.Tensor, batchnorm: str = "per_tile", *, activation: bool = True
+    ) -> torch.Tensor:
+        """Decode embeddings into full-resolution maps.
+
+        Parameters
+        ----------
+        features : (B, 256, h, w) float
+            SAM image-encoder output (h = w = 64 for a 1024 input).
+        batchnorm : {"per_tile", "batch", "running"}
+            Statistics of the four BatchNorm layers: each sample's own (default; equals the
+            reference at batch size 1 and makes every output independent of the batch), the whole
+            batch's (train-mode BN, emulates a reference batch grouping), or the stored running
+            statistics (eval mode; not reference behaviour). Running statistics are never updated.
+        activation : bool
+            Apply the final sigmoid (as the reference); False returns logits.
+
+        Returns
+        -------
+        (B, out_channels, 16 h, 16 w) tensor, same dtype as ``features``
+        """
+        if batchnorm not in BATCHNORM_MODES:
+            raise ConfigError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+        z12 = features  # (B, 256, 64, 64)
+        z9 = self.deconv1(z12, batchnorm)  # (B, 512, 128, 128)
+        z6 = self.deconv2(z9, batchnorm)  # (B, 256, 256, 256)
+        z3 = self.deconv3(z6, batchnorm)  # (B, 128, 512, 512)
+        z0 = self.deconv4(z3, batchnorm)  # (B, 64, 1024, 1024)
+        x = self.base(z12)  # (B, 512, 64, 64)
+        for block, sampler, skip in zip(
+            self.decoder.blocks, self.decoder.samplers, (z9, z6, z3), strict=True
+        ):
+            x = sampler(x)
+            x = block(torch.cat([x, _centre_crop_channels(skip, x.shape[1])], dim=1))
+        del z9, z6, z3
+        x = self.deconv_out(x)  # (B, 64, 1024, 1024)
+        x = self.decoder_head(torch.cat([x, z0], dim=1))  # (B, 64, 1024, 1024)
+        x = self.out_conv(x)  # (B, C, 1024, 1024)
+        return torch.sigmoid(x) if activation else x

@@ -1,0 +1,273 @@
+"""Registry of the published PathoSAM weights, with a hash-checked download cache.
+
+URLs and hashes are those of micro-sam's model registry and patho-sam's semantic decoder
+(pathosam-reference.md §1). The default cache folder is micro-sam's (``$MICROSAM_CACHEDIR`` or the
+OS cache folder of ``micro_sam``, sub-folder ``models/``), so users who already ran micro-sam do not
+download again; ``$PATHOSAM_WSI_CACHE`` replaces it. A download goes to a temporary file in the
+cache folder, is hash-checked against the registry, renamed atomically into place, and gets a
+``<file>.sha256`` sidecar that later loads verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tqdm import tqdm
+
+from pathosam_wsi.errors import CheckpointError, ConfigError, PathoSamWarning
+
+__all__ = [
+    "CACHE_ENV",
+    "MODEL_FILES",
+    "REGISTRY",
+    "WeightSpec",
+    "cache_dir",
+    "file_digest",
+    "fetch_weights",
+    "os_cache_dir",
+    "verify_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "PATHOSAM_WSI_CACHE"
+"""Environment variable naming the folder that holds the weight files (replaces the default)."""
+_CHUNK_BYTES = 1 << 20
+_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One published file: cache file name, URL and ``"<algorithm>:<hex>"`` hash."""
+
+    name: str
+    url: str
+    hash: str
+    description: str
+
+    @property
+    def algorithm(self) -> str:
+        return self.hash.split(":", 1)[0]
+
+    @property
+    def digest(self) -> str:
+        return self.hash.split(":", 1)[1]
+
+
+def _spec(name: str, url_id: str, hash_: str, description: str) -> WeightSpec:
+    url = f"https://owncloud.gwdg.de/index.php/s/{url_id}/download"
+    return WeightSpec(name, url, hash_, description)
+
+
+REGISTRY: dict[str, WeightSpec] = {
+    s.name: s
+    for s in (
+        _spec("vit_b_histopathology", "sBB4H8CTmIoBZsQ",
+              "xxh128:ffd1a2cd84570458b257bd95fdd8f974", "PathoSAM ViT-B SAM weights"),
+        _spec("vit_l_histopathology", "IZgnn1cpBq2PHod",
+              "xxh128:b591833c89754271023e901281dee3f2", "PathoSAM ViT-L SAM weights"),
+        _spec("vit_h_histopathology", "L7AcvVz7DoWJ2RZ",
+              "xxh128:bd1856dafc156a43fb3aa705f1a6e92e", "PathoSAM ViT-H SAM weights"),
+        _spec("vit_b_histopathology_decoder", "KO9AWqynI7SFOBj",
+              "xxh128:6a66194dcb6e36199cbee2214ecf7213", "PathoSAM ViT-B AIS decoder"),
+        _spec("vit_l_histopathology_decoder", "oIs6VSmkOp7XrKF",
+              "xxh128:46aab7765d4400e039772d5a50b55c04", "PathoSAM ViT-L AIS decoder"),
+        _spec("vit_h_histopathology_decoder", "1qAKxy5H0jgwZvM",
+              "xxh128:3ed9f87e46ad5e16935bd8d722c8dc47", "PathoSAM ViT-H AIS decoder"),
+        _spec("vit_b_histopathology_semantic_segmentation_decoder", "TFbI25UZoixd1hi",
+              "sha256:bdd05a55c72c02abce72a7aa6885c6ec21df9c43fda9cf3c5d11ef5788de0ab0",
+              "PathoSAM PanNuke 6-class semantic decoder (ViT-B)"),
+    )
+}
+"""Registry name (= cache file name, as micro-sam / patho-sam) -> published file."""
+
+MODEL_FILES: dict[str, dict[str, str]] = {
+    f"vit_{s}_histopathology": {
+        "encoder": f"vit_{s}_histopathology",
+        "decoder": f"vit_{s}_histopathology_decoder",
+    }
+    for s in "blh"
+}
+MODEL_FILES["vit_b_histopathology"]["semantic_decoder"] = (
+    "vit_b_histopathology_semantic_segmentation_decoder"
+)
+"""Model name -> role ("encoder", "decoder", "semantic_decoder") -> registry name."""
+
+
+def os_cache_dir(app: str) -> Path:
+    """The per-user cache folder of ``app`` (same locations as platformdirs' user_cache_dir)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", home / "AppData" / "Local"))
+        return base / app / app / "Cache"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / app
+    return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / app
+
+
+def cache_dir() -> Path:
+    """Folder holding the weight files: ``$PATHOSAM_WSI_CACHE``, else micro-sam's ``models/``."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    root = os.environ.get("MICROSAM_CACHEDIR")
+    return (Path(root).expanduser() if root else os_cache_dir("micro_sam")) / "models"
+
+
+def _hasher(algorithm: str) -> Any:
+    """A fresh hash object, or None when xxh128 is requested and xxhash is not installed."""
+    if algorithm == "xxh128":
+        try:
+            import xxhash
+        except ModuleNotFoundError:
+            return None
+        return xxhash.xxh128()
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    raise ConfigError(f"unknown hash algorithm {algorithm!r}; expected xxh128 or sha256")
+
+
+def file_digest(path: Path, algorithm: str) -> str | None:
+    """Hex digest of a whole file (None: xxh128 without the xxhash package)."""
+    h = _hasher(algorithm)
+    if h is None:
+        return None
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _get(name: str) -> WeightSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown weight file {name!r}; expected one of {sorted(REGISTRY)}") from None
+
+
+def _fix_hint(spec: WeightSpec, path: Path) -> str:
+    return f"download {spec.name} from {spec.url} and put it at {path}"
+
+
+def verify_weights(name: str, folder: Path | None = None) -> tuple[str, Path]:
+    """Check a cached file: returns (status, path), status in ok / missing / mismatch / unverified.
+
+    ``ok`` means the sha256 sidecar (or, without a sidecar, the registry hash) matches;
+    ``unverified`` means the registry hash is xxh128 and the xxhash package is not installed.
+    """
+    spec = _get(name)
+    path = (folder or cache_dir()) / spec.name
+    if not path.is_file():
+        return "missing", path
+    sidecar = _sidecar(path)
+    if sidecar.is_file():
+        recorded = sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
+        return ("ok" if file_digest(path, "sha256") == recorded else "mismatch"), path
+    actual = file_digest(path, spec.algorithm)
+    if actual is None:
+        return "unverified", path
+    if actual != spec.digest:
+        return "mismatch", path
+    _write_sidecar(path)
+    return "ok", path
+
+
+def _write_sidecar(path: Path) -> None:
+    _sidecar(path).write_text(f"{file_digest(path, 'sha256')}  {path.name}\n")
+
+
+def fetch_weights(name: str, *, folder: Path | None = None, progress: bool = True) -> Path:
+    """Path of a verified local copy of a registry file, downloading it on first use.
+
+    Raises
+    ------
+    CheckpointError
+        The cached file does not match its hash, or the download failed or did not match the
+        registry hash (nothing is cached then). The message says where to put the file by hand.
+    """
+    spec = _get(name)
+    folder = folder or cache_dir()
+    status, path = verify_weights(name, folder)
+    if status == "ok":
+        return path
+    if status == "unverified":
+        warnings.warn(
+            f"cannot check the xxh128 hash of {path} without the xxhash package; using it "
+            "unverified; fix: pip install xxhash",
+            PathoSamWarning,
+            stacklevel=2,
+        )
+        return path
+    if status == "mismatch":
+        raise CheckpointError(
+            f"cached {spec.name} at {path} does not match its hash; delete it and run "
+            f"'pathosam-wsi models download {spec.name}', or {_fix_hint(spec, path)}"
+        )
+    _download(spec, path, progress)
+    return path
+
+
+def _download(spec: WeightSpec, path: Path, progress: bool) -> None:
+    """Stream ``spec.url`` to a temporary file, check the hash, rename into place atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    registry_hash, sha = _hasher(spec.algorithm), hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".part", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _stream(spec, path, out, (registry_hash, sha), progress)
+        actual = registry_hash.hexdigest() if registry_hash is not None else None
+        if actual is not None and actual != spec.digest:
+            raise CheckpointError(
+                f"downloaded {spec.name} has {spec.algorithm} {actual}, expected {spec.digest}; "
+                f"nothing was cached; retry, or {_fix_hint(spec, path)}"
+            )
+        if actual is None:
+            warnings.warn(
+                f"xxhash is not installed: the xxh128 hash of {spec.name} was not checked; "
+                "fix: pip install xxhash",
+                PathoSamWarning,
+                stacklevel=3,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _sidecar(path).write_text(f"{sha.hexdigest()}  {path.name}\n")
+    logger.info("downloaded %s to %s", spec.name, path)
+
+
+def _stream(
+    spec: WeightSpec, path: Path, out: BinaryIO, hashes: tuple[Any, ...], progress: bool
+) -> None:
+    """Copy the HTTP body into ``out`` while updating the hashes, with a progress bar."""
+    try:
+        with urllib.request.urlopen(spec.url, timeout=_TIMEOUT_S) as response:  # noqa: S310
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.name,
+                      disable=not progress) as bar:
+                while chunk := response.read(_CHUNK_BYTES):
+                    out.write(chunk)
+                    for h in hashes:
+                        if h is not None:
+                            h.update(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise CheckpointError(
+            f"cannot download {spec.name} from {spec.url} ({reason}); offline? "
+            f"{_fix_hint(spec, path)}"
+        ) from err

@@ -1,0 +1,105 @@
+"""Stages 2-4: global ids from all blocks' keys, painting the label image, writing the table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from pathosam_wsi.export.geoparquet import NucleusTableWriter, polygons_from_rings
+from pathosam_wsi.export.omezarr import open_levels, write_core
+from pathosam_wsi.pipeline.plan import SlidePlan, block_file
+from pathosam_wsi.stitch.ids import assign_global_ids
+from pathosam_wsi.stitch.paint import OwnedTile, paint_core
+
+__all__ = ["blocks_to_paint", "global_luts", "paint_blocks", "write_table"]
+
+Luts = Mapping[int, npt.NDArray[np.uint32]]
+
+
+def global_luts(plan: SlidePlan) -> dict[int, npt.NDArray[np.uint32]]:
+    """Local -> global id tables of every processed block (reads only the ``key`` arrays)."""
+    keys = {}
+    for b in plan.block_ids:
+        with np.load(block_file(plan, b)) as data:
+            keys[b] = data["key"]
+    return assign_global_ids(keys)
+
+
+def blocks_to_paint(plan: SlidePlan) -> list[int]:
+    """Processed blocks and their neighbours (nuclei may spill into a skipped neighbour)."""
+    out = set(plan.block_ids)
+    for b in plan.block_ids:
+        out.update(n.block_id for n in plan.grid.neighbours(plan.grid.block(b)))
+    return sorted(out)
+
+
+def paint_blocks(plan: SlidePlan, block_ids: Sequence[int], luts: Luts) -> int:
+    """Paint and write the final labels of these blocks' cores; returns pixels labelled."""
+    levels = open_levels(plan.labels_path)
+    processed = set(plan.block_ids)
+
+    @lru_cache(maxsize=16)
+    def tile_labels(b: int) -> npt.NDArray[np.uint32]:
+        with np.load(block_file(plan, b)) as data:
+            return data["labels"]
+
+    painted = 0
+    for b in block_ids:
+        block = plan.grid.block(b)
+        tiles = [
+            OwnedTile(n.block_id, n.outer_px, tile_labels(n.block_id), luts[n.block_id])
+            for n in [block, *plan.grid.neighbours(block)]
+            if n.block_id in processed
+        ]
+        core = paint_core(block.core_px, b, tiles)
+        write_core(levels, block.core_px, core)
+        painted += int(np.count_nonzero(core))
+    return painted
+
+
+def _block_columns(
+    plan: SlidePlan, b: int, lut: npt.NDArray[np.uint32], class_names: Sequence[str] | None
+) -> dict[str, object]:
+    with np.load(block_file(plan, b)) as data:
+        d = {k: data[k] for k in data.files if k != "labels"}
+    mpp_l0, mpp = plan.frame.mpp_l0, plan.frame.mpp
+    cols: dict[str, object] = {
+        "nucleus_id": lut[1:].astype(np.int64),
+        "slide_id": pa.array([plan.slide_id] * d["key"].size, pa.string()),
+        "geometry": polygons_from_rings(d["ring_xy_l0"], d["ring_offsets"]),
+        "centroid_x_l0": d["centroid_x_l0"],
+        "centroid_y_l0": d["centroid_y_l0"],
+        "centroid_x_um": d["centroid_x_l0"] * mpp_l0,
+        "centroid_y_um": d["centroid_y_l0"] * mpp_l0,
+        "area_px": d["area_px"],
+        "area_um2": d["area_px"] * mpp**2,
+        "perimeter_um": d["perimeter_um"],
+        "fg_prob_mean": d["fg_prob_mean"],
+        "tile_id": np.full(d["key"].size, b, np.int64),
+        "at_halo_edge": d["at_halo_edge"],
+    }
+    if class_names is not None:
+        names = np.asarray(class_names, dtype=object)
+        cols["class_id"] = d["class_id"]
+        cols["class_name"] = pa.array(names[d["class_id"]].tolist(), pa.string())
+        cols["class_prob"] = d["class_prob"]
+    order = np.argsort(cols["nucleus_id"], kind="stable")  # type: ignore[arg-type]
+    return {k: (v.take(pa.array(order)) if isinstance(v, pa.Array) else np.asarray(v)[order]) for k, v in cols.items()}
+
+
+def write_table(
+    plan: SlidePlan, luts: Luts, path: Path, class_names: Sequence[str] | None
+) -> int:
+    """Write ``nuclei.parquet`` block by block (C-order), never holding the whole table."""
+    writer = NucleusTableWriter(path, classes=class_names is not None)
+    try:
+        for b in plan.block_ids:
+            writer.append(_block_columns(plan, b, luts[b], class_names))
+    finally:
+        writer.close()
+    return writer.rows_written

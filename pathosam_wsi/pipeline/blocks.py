@@ -1,0 +1,108 @@
+"""Stage 1, per batch of blocks: read -> model -> watershed -> ownership -> measurements -> file.
+
+Everything here is a function of the plan and block ids; results go to one file per block so that
+memory stays flat and finished blocks survive an interrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pathosam_wsi.model.base import ModelOutput, get_model
+from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file
+from pathosam_wsi.postprocess.measure import label_means, semantic_classes
+from pathosam_wsi.postprocess.polygons import label_rings
+from pathosam_wsi.postprocess.watershed import ais_watershed
+from pathosam_wsi.stitch.ownership import own_nuclei
+from pathosam_wsi.tiling.grid import Block
+
+__all__ = ["block_arrays", "process_blocks"]
+
+
+def block_arrays(
+    plan: SlidePlan, block: Block, output: ModelOutput
+) -> tuple[dict[str, npt.NDArray[Any]], dict[str, float]]:
+    """Watershed, ownership and measurements of one block -> arrays of its result file."""
+    t0 = time.perf_counter()
+    labels = ais_watershed(output.ais, plan.config.watershed)
+    t1 = time.perf_counter()
+    owned = own_nuclei(labels, block, plan.frame.wh_px)
+    n = owned.count
+    ds, mpp_l0 = plan.frame.downsample, plan.frame.mpp_l0
+    ox, oy = block.outer_px[0], block.outer_px[1]
+    ring_xy, offsets = label_rings(owned.labels, n)
+    ring_l0 = (ring_xy + np.array([ox, oy])) * ds
+    seg = np.diff(ring_l0, axis=0)
+    seg_len = np.hypot(seg[:, 0], seg[:, 1]) if len(seg) else np.zeros(0)
+    cum = np.concatenate([[0.0], np.cumsum(seg_len)])
+    perimeter_l0 = cum[offsets[1:] - 1] - cum[offsets[:-1]] if n else np.zeros(0)
+    centroid_yx_l0 = (owned.sum_yx_px / np.maximum(owned.area_px, 1)[:, None] + 0.5) * ds
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "labels": owned.labels,
+        "key": owned.key,
+        "area_px": owned.area_px,
+        "centroid_x_l0": centroid_yx_l0[:, 1],
+        "centroid_y_l0": centroid_yx_l0[:, 0],
+        "perimeter_um": perimeter_l0 * mpp_l0,
+        "fg_prob_mean": label_means(output.ais[0], owned.labels, n).astype(np.float32),
+        "at_halo_edge": owned.at_halo_edge,
+        "ring_xy_l0": ring_l0,
+        "ring_offsets": offsets,
+    }
+    if output.semantic is not None:
+        arrays["class_id"], arrays["class_prob"] = semantic_classes(
+            output.semantic, owned.labels, n
+        )
+    t2 = time.perf_counter()
+    return arrays, {"watershed_s": t1 - t0, "stitch_s": t2 - t1}
+
+
+def process_blocks(plan: SlidePlan, block_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Run stage 1 on a batch of blocks; returns one small summary per block.
+
+    Blocks whose result file already exists are skipped (resume).
+    """
+    todo = [b for b in block_ids if not block_file(plan, b).exists()]
+    summaries = [_summary_of_existing(plan, b) for b in block_ids if b not in todo]
+    if not todo:
+        return summaries
+    t0 = time.perf_counter()
+    slide = plan.slide.open()
+    blocks = [plan.grid.block(b) for b in todo]
+    tiles = [plan.frame.read(slide, b.outer_px) for b in blocks]
+    t1 = time.perf_counter()
+    model = get_model(plan.config.model, plan.frame.mpp)
+    outputs = model.predict(tiles)
+    t2 = time.perf_counter()
+    per_block_read = (t1 - t0) / len(todo)
+    per_block_model = (t2 - t1) / len(todo)
+    for block, output in zip(blocks, outputs, strict=True):
+        arrays, timing = block_arrays(plan, block, output)
+        t3 = time.perf_counter()
+        atomic_save_npz(block_file(plan, block.block_id), arrays)
+        timing["write_blocks_s"] = time.perf_counter() - t3
+        timing.update(read_s=per_block_read, model_s=per_block_model)
+        summaries.append(_summary(block.block_id, arrays, timing))
+    return summaries
+
+
+def _summary(block_id: int, arrays: dict[str, npt.NDArray[Any]], timing: dict[str, float]) -> dict[str, Any]:
+    edge = arrays["at_halo_edge"]
+    return {
+        "block_id": block_id,
+        "nuclei": int(arrays["key"].size),
+        "at_halo_edge": int(edge.sum()),
+        "max_edge_area_px": int(arrays["area_px"][edge].max()) if edge.any() else 0,
+        "timings": timing,
+    }
+
+
+def _summary_of_existing(plan: SlidePlan, block_id: int) -> dict[str, Any]:
+    with np.load(block_file(plan, block_id)) as data:
+        arrays = {k: data[k] for k in ("key", "at_halo_edge", "area_px")}
+    return _summary(block_id, arrays, {})

@@ -1,0 +1,60 @@
+"""What one slide's run needs to know, in one picklable object shipped with every task."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathosam_wsi.config import RunConfig
+from pathosam_wsi.slide.frame import WorkingFrame
+from pathosam_wsi.slide.open import SlideHandle
+from pathosam_wsi.tiling.grid import Grid
+
+__all__ = ["SlidePlan", "atomic_save_npz", "block_file"]
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """A planned slide run (small and picklable: tasks carry it, never arrays or models)."""
+
+    slide: SlideHandle
+    slide_id: str
+    frame: WorkingFrame
+    grid: Grid
+    config: RunConfig
+    work_dir: str
+    """Staging folder of this run (``OUT/<slide_id>.partial``)."""
+    block_ids: tuple[int, ...]
+    """Blocks sent to the model (those with tissue), ascending."""
+
+    @property
+    def blocks_dir(self) -> Path:
+        """Where per-block results are kept until the outputs are assembled."""
+        return Path(self.work_dir) / "blocks"
+
+    @property
+    def labels_path(self) -> Path:
+        """The OME-Zarr store."""
+        return Path(self.work_dir) / "labels.ome.zarr"
+
+
+def block_file(plan: SlidePlan, block_id: int) -> Path:
+    """Path of one block's result file."""
+    return plan.blocks_dir / f"b{block_id:07d}.npz"
+
+
+def atomic_save_npz(path: Path, arrays: dict[str, Any]) -> None:
+    """Write an npz so that a reader sees either nothing or the whole file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,220 @@
+"""``segment_slide``: one slide from file to OME-Zarr labels, GeoParquet table and run.json.
+
+Outputs are built in ``OUT/<slide_id>.partial`` and renamed to ``OUT/<slide_id>`` only when
+complete, so a killed run never leaves a folder that looks finished; a rerun with the same
+parameters reuses the finished blocks of the partial folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pathosam_wsi.config import RunConfig
+from pathosam_wsi.errors import OutputExistsError, PathoSamWarning
+from pathosam_wsi.export.omezarr import create_label_image
+from pathosam_wsi.export.runinfo import file_sha256, params_hash, versions, write_json_atomic
+from pathosam_wsi.pipeline.plan import SlidePlan
+from pathosam_wsi.slide.frame import plan_frame
+from pathosam_wsi.slide.open import SlideHandle
+from pathosam_wsi.slide.tissue import block_has_tissue, read_thumbnail, tissue_mask
+from pathosam_wsi.tiling.grid import Grid, cover
+
+__all__ = ["SegmentResult", "plan_slide", "segment_slide", "slide_id_of"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """Where the outputs are and what they hold."""
+
+    output_dir: Path
+    nuclei: int
+    blocks: int
+    blocks_skipped: int
+    at_halo_edge: int
+
+
+def slide_id_of(path: str | Path) -> str:
+    """Default slide id: the file name without its image extensions."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".svs", ".tiff", ".tif", ".png", ".jpg", ".jpeg"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def _tissue_blocks(
+    handle: SlideHandle, grid: Grid, config: RunConfig, downsample: float, work: Path
+) -> tuple[tuple[int, ...], float]:
+    """Blocks with tissue (all when the mask is off); the mask is saved as PNG."""
+    if not config.tissue.enabled:
+        return tuple(range(len(grid))), 0.0
+    t0 = time.perf_counter()
+    slide = handle.open()
+    thumb, thumb_ds = read_thumbnail(slide, config.tissue.thumbnail_mpp)
+    mask = tissue_mask(thumb, (slide.mpp or 1.0) * thumb_ds, config.tissue)
+    Image.fromarray((mask * 255).astype(np.uint8)).save(work / "tissue_mask.png")
+    Image.fromarray(thumb).save(work / "thumbnail.png")
+    ids = tuple(
+        b.block_id
+        for b in grid
+        if block_has_tissue(mask, thumb_ds, tuple(v * downsample for v in b.core_px))  # type: ignore[arg-type]
+    )
+    return ids, time.perf_counter() - t0
+
+
+def plan_slide(
+    slide_path: str | Path, out_dir: str | Path, config: RunConfig, slide_id: str | None = None
+) -> tuple[SlideHandle, str, Any, Grid]:
+    """Open the slide and plan its grid (raises on bad input before anything is written)."""
+    handle = SlideHandle(str(slide_path), config.slide.mpp)
+    slide = handle.open()
+    frame = plan_frame(slide, config.slide.target_mpp, config.slide.roi_xywh_l0)
+    grid = cover(frame.roi_px, frame.wh_px, config.tiling.tile_px, config.tiling.halo_px)
+    return handle, slide_id or slide_id_of(slide_path), frame, grid
+
+
+def _prepare_work_dir(work: Path, phash: str) -> None:
+    """Reuse a partial folder of the same parameters, else start it afresh."""
+    marker = work / "params.json"
+    if work.exists():
+        same = marker.exists() and json.loads(marker.read_text()).get("params_hash") == phash
+        if same:
+            log.info("resuming from %s", work)
+            return
+        shutil.rmtree(work)
+    (work / "blocks").mkdir(parents=True)
+    write_json_atomic(marker, {"params_hash": phash})
+
+
+def segment_slide(
+    slide_path: str | Path,
+    out_dir: str | Path,
+    config: RunConfig | None = None,
+    *,
+    slide_id: str | None = None,
+    overwrite: bool = False,
+    on_progress: Callable[[str, Any], None] | None = None,
+) -> SegmentResult:
+    """Segment every nucleus of one slide.
+
+    Parameters
+    ----------
+    slide_path : path-like
+        The slide (SVS, pyramidal TIFF, OME-TIFF, PNG, JPEG).
+    out_dir : path-like
+        Output root; results go to ``out_dir/<slide_id>/``.
+    config : RunConfig, optional
+        All parameters (defaults: classical model, 512/64 blocks, PathoSAM watershed defaults).
+    slide_id : str, optional
+        Name of the output folder and the table's ``slide_id`` (default: file name stem).
+    overwrite : bool
+        Replace an existing output folder.
+    on_progress : callable, optional
+        ``on_progress(event, payload)`` with events ``"planned"`` (block count) and ``"blocks"``
+        (summaries of finished blocks).
+
+    Returns
+    -------
+    SegmentResult
+
+    Raises
+    ------
+    SlideReadError, MissingResolutionError, TilingError, ConfigError, OutputExistsError
+        Bad input; nothing is written.
+    """
+    from pathosam_wsi.distributed.graph import run_slide_graph
+
+    config = config or RunConfig()
+    t_start = time.perf_counter()
+    handle, sid, frame, grid = plan_slide(slide_path, out_dir, config, slide_id)
+    final = Path(out_dir) / sid
+    if final.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{final}: output folder exists; pass --overwrite to replace it or choose another -o"
+        )
+    phash = params_hash({"slide": str(Path(slide_path).resolve()), **config.output_params()})
+    work = Path(out_dir) / f"{sid}.partial"
+    _prepare_work_dir(work, phash)
+    block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, work)
+    plan = SlidePlan(handle, sid, frame, grid, config, str(work), block_ids)
+    create_label_image(plan.labels_path, frame.wh_px, config.tiling.tile_px, frame.mpp, sid)
+    if on_progress:
+        on_progress("planned", len(block_ids))
+    result = run_slide_graph(plan, (lambda s: on_progress("blocks", s)) if on_progress else None)
+    edge = sum(s["at_halo_edge"] for s in result.summaries)
+    if edge:
+        largest = max(s["max_edge_area_px"] for s in result.summaries)
+        warnings.warn(
+            f"{edge} nuclei reach the outer edge of their block's halo (largest {largest} px) "
+            f"and may be cut; increase halo_px (now {config.tiling.halo_px})",
+            PathoSamWarning,
+            stacklevel=2,
+        )
+    info = _run_info(plan, slide_path, phash, result, tissue_s, time.perf_counter() - t_start)
+    write_json_atomic(work / "run.json", info)
+    shutil.rmtree(work / "blocks")
+    (work / "params.json").unlink()
+    _publish(work, final)
+    return SegmentResult(final, result.nuclei, len(grid), len(grid) - len(block_ids), edge)
+
+
+def _publish(work: Path, final: Path) -> None:
+    """Move the finished folder into place; an old one is removed only after the move."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        final.rename(old)
+    work.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _run_info(
+    plan: SlidePlan,
+    slide_path: str | Path,
+    phash: str,
+    result: Any,
+    tissue_s: float,
+    total_s: float,
+) -> dict[str, Any]:
+    stages: dict[str, float] = {"tissue_s": tissue_s, **result.stage_s, "total_s": total_s}
+    for name in ("read_s", "model_s", "watershed_s", "stitch_s", "write_blocks_s"):
+        stages[f"sum_{name}"] = float(sum(s["timings"].get(name, 0.0) for s in result.summaries))
+    p = Path(slide_path)
+    return {
+        "slide_id": plan.slide_id,
+        "versions": versions(),
+        "parameters": plan.config.to_dict(),
+        "params_hash": phash,
+        "input": {
+            "path": str(p.resolve()),
+            "size_bytes": p.stat().st_size,
+            "sha256": file_sha256(p),
+            "mpp_l0": plan.frame.mpp_l0,
+            "working_mpp": plan.frame.mpp,
+            "level": plan.frame.level,
+            "working_wh_px": list(plan.frame.wh_px),
+            "roi_px": list(plan.frame.roi_px),
+        },
+        "timings_s": stages,
+        "counts": {
+            "blocks": len(plan.grid),
+            "blocks_processed": len(plan.block_ids),
+            "blocks_skipped": len(plan.grid) - len(plan.block_ids),
+            "nuclei": result.nuclei,
+            "nuclei_at_halo_edge": sum(s["at_halo_edge"] for s in result.summaries),
+        },
+        "outputs": {"labels": "labels.ome.zarr", "table": "nuclei.parquet"},
+    }

@@ -2,17 +2,20 @@
 
 Tasks are batches of blocks (``RunConfig.blocks_per_task``), so a slide has hundreds to low
 thousands of tasks; each task returns only a small summary, block results go to files, so memory
-stays flat whatever the slide size. Locally the graph runs on dask's threaded scheduler.
+stays flat whatever the slide size. Without a client the graph runs on dask's threaded scheduler
+in this process; with a ``distributed.Client`` the same stage functions run as futures on its
+workers (any number of slides may share one client from several driver threads).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.callbacks import Callback
@@ -21,7 +24,15 @@ from pathosam_wsi.pipeline.assemble import blocks_to_paint, global_luts, paint_b
 from pathosam_wsi.pipeline.blocks import process_blocks
 from pathosam_wsi.pipeline.plan import SlidePlan
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 __all__ = ["SlideRunResult", "run_slide_graph"]
+
+# Futures submitted per worker thread before waiting for one to finish: enough to keep workers
+# busy across the submit/complete round trip, few enough that the scheduler never holds a
+# whole slide's tasks and the driver's memory stays flat.
+_IN_FLIGHT_PER_THREAD = 2
 
 
 @dataclass
@@ -50,43 +61,123 @@ def _batches(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def _run_tasks(
-    name: str,
-    fn: Callable[..., Any],
-    arg_lists: Sequence[tuple[Any, ...]],
-    threads: int,
-    on_result: Callable[[Any], None] | None,
-) -> list[Any]:
-    tasks = [
-        dask.delayed(fn, pure=False)(*args, dask_key_name=f"{name}-{i}")
-        for i, args in enumerate(arg_lists)
-    ]
-    if not tasks:
-        return []
-    callback = _OnTask(f"{name}-", on_result or (lambda _: None))
-    with callback:
-        return list(dask.compute(*tasks, scheduler="threads", num_workers=threads))
+@dataclass(frozen=True)
+class _Runner:
+    """Where a stage's tasks run: local threads or a distributed client."""
+
+    threads: int
+    client: Client | None = None
+    slide_id: str = ""
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        arg_lists: Sequence[tuple[Any, ...]],
+        on_result: Callable[[Any], None] | None = None,
+        resources: dict[str, float] | None = None,
+    ) -> list[Any]:
+        """Run ``fn(*args)`` for every entry of ``arg_lists``; results in input order."""
+        if not arg_lists:
+            return []
+        if self.client is None:
+            return self._run_threads(name, fn, arg_lists, on_result)
+        return self._run_client(name, fn, arg_lists, on_result, resources)
+
+    def _run_threads(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        arg_lists: Sequence[tuple[Any, ...]],
+        on_result: Callable[[Any], None] | None,
+    ) -> list[Any]:
+        tasks = [
+            dask.delayed(fn, pure=False)(*args, dask_key_name=f"{name}-{i}")
+            for i, args in enumerate(arg_lists)
+        ]
+        with _OnTask(f"{name}-", on_result or (lambda _: None)):
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=self.threads))
+
+    def _run_client(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        arg_lists: Sequence[tuple[Any, ...]],
+        on_result: Callable[[Any], None] | None,
+        resources: dict[str, float] | None,
+    ) -> list[Any]:
+        """Submit with at most ``_IN_FLIGHT_PER_THREAD`` futures per worker thread pending."""
+        from distributed import as_completed
+
+        client = self.client
+        if client is None:  # pragma: no cover - guarded by run()
+            raise RuntimeError("no client")
+        token = uuid.uuid4().hex[:8]
+        limit = max(2, _IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
+        results: list[Any] = [None] * len(arg_lists)
+        index: dict[str, int] = {}
+
+        def submit(i: int) -> Any:
+            fut = client.submit(
+                fn, *arg_lists[i], key=f"{name}-{self.slide_id}-{token}-{i}",
+                resources=resources,
+            )
+            index[fut.key] = i
+            return fut
+
+        pending = iter(range(len(arg_lists)))
+        queue = as_completed([submit(i) for _, i in zip(range(limit), pending, strict=False)])
+        for fut in queue:
+            i = index.pop(fut.key)
+            results[i] = fut.result()
+            fut.release()
+            if on_result is not None:
+                on_result(results[i])
+            nxt = next(pending, None)
+            if nxt is not None:
+                queue.add(submit(nxt))
+        return results
+
+
+def gpu_resources(client: Client | None) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when some worker of the client advertises a GPU resource, else None."""
+    if client is None:
+        return None
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
 
 
 def run_slide_graph(
-    plan: SlidePlan, on_blocks: Callable[[list[dict[str, Any]]], None] | None = None
+    plan: SlidePlan,
+    on_blocks: Callable[[list[dict[str, Any]]], None] | None = None,
+    client: Client | None = None,
 ) -> SlideRunResult:
-    """Run every stage of one slide locally.
+    """Run every stage of one slide, locally or on a dask.distributed cluster.
 
     Parameters
     ----------
     plan : SlidePlan
-        The planned run; its staging folder and label store must exist.
+        The planned run; its staging folder and label store must exist and, with a client, be
+        on a file system that every worker sees at the same path.
     on_blocks : callable, optional
         Called with the summaries of each finished batch of blocks (progress reporting).
+    client : distributed.Client, optional
+        Run the block and paint tasks on this client's workers (model inference carries the
+        ``GPU`` resource when the cluster has GPU workers). None: dask's threaded scheduler.
+
+    Returns
+    -------
+    SlideRunResult
     """
     threads = plan.config.threads or os.cpu_count() or 1
+    runner = _Runner(threads, client, plan.slide_id)
     result = SlideRunResult()
     t0 = time.perf_counter()
     batches = _batches(plan.block_ids, plan.config.blocks_per_task)
-    for summaries in _run_tasks(
-        "blocks", process_blocks, [(plan, b) for b in batches], threads, on_blocks
-    ):
+    block_results = runner.run(
+        "blocks", process_blocks, [(plan, b) for b in batches], on_blocks, gpu_resources(client)
+    )
+    for summaries in block_results:
         result.summaries.extend(summaries)
     t1 = time.perf_counter()
     luts = global_luts(plan)
@@ -97,7 +188,7 @@ def run_slide_graph(
         needed = {n.block_id for b in batch for n in plan.grid.neighbours(plan.grid.block(b))}
         needed.update(batch)
         args.append((plan, batch, {b: luts[b] for b in needed if b in luts}))
-    _run_tasks("paint", paint_blocks, args, threads, None)
+    runner.run("paint", paint_blocks, args)
     t2 = time.perf_counter()
     classes = plan.config.model.classes
     class_names = _class_names(plan) if classes else None

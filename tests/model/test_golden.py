@@ -9,6 +9,7 @@ are compared as partitions (one-to-one id mapping), never by raw ids.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -26,9 +27,10 @@ log = logging.getLogger(__name__)
 GOLDEN_DIR = Path(__file__).parent / "golden"
 MAP_ATOL = 1e-4
 """Issue #3: decoder maps within 1e-4 max abs (the maps span about 0.02 with random weights)."""
-TILED_MSA_MIN = 0.97
-"""Lower bound on mSA(ours tiled, reference tiled) on the realistic 1024² maps; measured value and
-reasoning in golden/README.md."""
+TILED_MSA_MIN = 0.99
+"""Lower bound on mSA(ours tiled, reference tiled) on the realistic 1024² maps. Measured: 1.0
+(881 vs 881 objects; the foreground masks differ at 9 px, from the reference's in-place blockwise
+smoothing). The bound leaves room for a few boundary pixels; golden/README.md explains."""
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,10 @@ def golden() -> dict[str, Any]:
 def realistic_maps(golden: dict[str, Any]) -> npt.NDArray[np.float32]:
     """(3, 1024, 1024) float32 maps exactly as the reference received them."""
     return golden["realistic_codes"].astype(np.float32) / 255.0
+
+
+def _sha256(array: npt.NDArray[Any]) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 def same_partition(ours: npt.NDArray[np.integer], ref: npt.NDArray[np.integer]) -> tuple[bool, str]:
@@ -87,6 +93,13 @@ def test_fixture_comes_from_the_reference(golden: dict[str, Any]) -> None:
     assert info["decoder_training_mode"], "reference decoder ran in training mode (train-mode BN)"
 
 
+def test_fixture_arrays_match_their_checksums(golden: dict[str, Any]) -> None:
+    recorded = golden["info"]["arrays"]
+    assert set(recorded) == set(golden) - {"info"}
+    for key, meta in recorded.items():
+        assert _sha256(golden[key]) == meta["sha256"], f"{key} was changed after generation"
+
+
 def test_regenerated_decoder_weights_match_fixture(golden: dict[str, Any]) -> None:
     from pathosam_wsi.model.synthetic_weights import state_dict_sha256, synthetic_decoder_state_dict
 
@@ -102,12 +115,6 @@ def test_minmax_stretch_equals_reference_to_image(golden: dict[str, Any]) -> Non
         "fixture input must exercise the stretch"
     )
     np.testing.assert_array_equal(ours, golden["to_image"])
-
-
-def _sha256(array: npt.NDArray[Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 def test_resize_and_normalise_equal_reference(golden: dict[str, Any]) -> None:
@@ -234,11 +241,14 @@ def test_tiled_path_against_reference_tiled(
     )
     ref = golden["labels_realistic_tiled"]
     msa = mean_segmentation_accuracy(ours, ref)
+    mask_diff_px = int(np.count_nonzero((ours == 0) != (ref == 0)))
     record_property("tiled_msa_vs_reference_tiled", msa)
+    record_property("tiled_foreground_mask_diff_px", mask_diff_px)
     log.info(
-        "tiled mSA vs reference tiled: %.5f (%d vs %d objects)",
+        "tiled mSA vs reference tiled: %.5f (%d vs %d objects, masks differ at %d px)",
         msa,
         len(np.unique(ours)) - 1,
         len(np.unique(ref)) - 1,
+        mask_diff_px,
     )
     assert msa >= TILED_MSA_MIN

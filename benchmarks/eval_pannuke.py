@@ -54,7 +54,7 @@ def evaluate_model(name: str, patches: list[Any]) -> list[dict[str, Any]]:
     """One row per patch for model ``name`` (or one row with the reason it could not run)."""
     try:
         model = build_model(ModelConfig(name=name, device="cpu"), mpp=PANNUKE_MPP)
-    except Exception as err:  # noqa: BLE001 (report any build failure as a row, keep going)
+    except Exception as err:  # report any build failure as a row, keep going
         return [{"model": name, "patch": "-", "error": f"{type(err).__name__}: {err}"}]
     rows = []
     for patch, rgb, inst in patches:
@@ -81,11 +81,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         if "error" in mine[0]:
             lines.append(f"| {name} | - | not run: {mine[0]['error']} | | | | |")
             continue
-        for r in mine:
-            lines.append(
-                f"| {name} | {r['patch']} | {r['msa']:.3f} | {r['f1_at_50']:.3f} | {r['pq']:.3f} "
-                f"| {r['n_pred']} / {r['n_gt']} | {r['seconds']:.2f} |"
-            )
+        lines.extend(
+            f"| {name} | {r['patch']} | {r['msa']:.3f} | {r['f1_at_50']:.3f} | {r['pq']:.3f} "
+            f"| {r['n_pred']} / {r['n_gt']} | {r['seconds']:.2f} |"
+            for r in mine
+        )
         means = {k: float(np.mean([r[k] for r in mine])) for k in ("msa", "f1_at_50", "pq")}
         lines.append(
             f"| {name} | **mean** | **{means['msa']:.3f}** | **{means['f1_at_50']:.3f}** "
@@ -106,7 +106,7 @@ def main() -> None:
     rows = []
     for name in args.models or available_models():
         rows.extend(evaluate_model(name, patches))
-    print(markdown(rows))  # noqa: T201 (script output)
+    print(markdown(rows))  # script output
     if args.json is not None:
         meta = {"machine": platform.platform(), "processor": platform.processor()}
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

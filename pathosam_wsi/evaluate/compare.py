@@ -119,6 +119,4 @@ def evaluate_outputs(pred: str | Path, gt: str | Path) -> EvaluationResult:
         Weighted Dice is filled in only when both inputs carry a class map.
     """
     p, g = load_labels(pred), load_labels(gt)
-    return evaluate_labels(
-        p.instances, g.instances, pred_classes=p.classes, gt_classes=g.classes
-    )
+    return evaluate_labels(p.instances, g.instances, pred_classes=p.classes, gt_classes=g.classes)

@@ -97,7 +97,9 @@ class Overlap:
     @property
     def pair_union_px(self) -> npt.NDArray[np.int64]:
         """Union pixels of each pair, (K,) int64."""
-        return self.pred_area_px[self.pair_pred] + self.gt_area_px[self.pair_gt] - self.pair_inter_px
+        return (
+            self.pred_area_px[self.pair_pred] + self.gt_area_px[self.pair_gt] - self.pair_inter_px
+        )
 
     @property
     def pair_iou(self) -> npt.NDArray[np.float64]:

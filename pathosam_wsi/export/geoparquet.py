@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
+from pathosam_wsi.postprocess.features import FEATURE_COLUMNS
+
 __all__ = ["NucleusTableWriter", "nucleus_schema", "polygons_from_rings"]
 
 _BBOX = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
@@ -42,6 +44,7 @@ def nucleus_schema(classes: bool, extra: dict[str, pa.DataType] | None = None) -
     ]
     if classes:
         fields += [("class_id", pa.int16()), ("class_name", pa.string()), ("class_prob", pa.float32())]
+    fields += [(name, pa.float32()) for name in FEATURE_COLUMNS]
     fields += list((extra or {}).items())
     geo = {
         "version": "1.1.0",

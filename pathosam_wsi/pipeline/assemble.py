@@ -13,6 +13,7 @@ import pyarrow as pa
 from pathosam_wsi.export.geoparquet import NucleusTableWriter, polygons_from_rings
 from pathosam_wsi.export.omezarr import open_levels, write_core
 from pathosam_wsi.pipeline.plan import SlidePlan, block_file
+from pathosam_wsi.postprocess.features import FEATURE_COLUMNS
 from pathosam_wsi.stitch.ids import assign_global_ids
 from pathosam_wsi.stitch.paint import OwnedTile, paint_core
 
@@ -88,6 +89,7 @@ def _block_columns(
         cols["class_id"] = d["class_id"]
         cols["class_name"] = pa.array(names[d["class_id"]].tolist(), pa.string())
         cols["class_prob"] = d["class_prob"]
+    cols.update({name: d[name] for name in FEATURE_COLUMNS})
     order = np.argsort(cols["nucleus_id"], kind="stable")  # type: ignore[arg-type]
     return {k: (v.take(pa.array(order)) if isinstance(v, pa.Array) else np.asarray(v)[order]) for k, v in cols.items()}
 

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from pathosam_wsi.model.base import ModelOutput, get_model
 from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file
+from pathosam_wsi.postprocess.features import nucleus_features
 from pathosam_wsi.postprocess.measure import label_means, semantic_classes
 from pathosam_wsi.postprocess.polygons import label_rings
 from pathosam_wsi.postprocess.watershed import ais_watershed
@@ -25,9 +26,12 @@ __all__ = ["block_arrays", "process_blocks"]
 
 
 def block_arrays(
-    plan: SlidePlan, block: Block, output: ModelOutput
+    plan: SlidePlan, block: Block, output: ModelOutput, tile: npt.NDArray[np.uint8]
 ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, float]]:
-    """Watershed, ownership and measurements of one block -> arrays of its result file."""
+    """Watershed, ownership and measurements of one block -> arrays of its result file.
+
+    ``tile`` is the block's outer box, (h, w, 3) uint8, YXC, working px (for colour features).
+    """
     t0 = time.perf_counter()
     labels = ais_watershed(output.ais, plan.config.watershed)
     t1 = time.perf_counter()
@@ -54,6 +58,7 @@ def block_arrays(
         "ring_xy_l0": ring_l0,
         "ring_offsets": offsets,
     }
+    arrays.update(nucleus_features(owned.labels, tile, n, plan.frame.mpp, rings=(ring_xy, offsets)))
     if output.semantic is not None:
         arrays["class_id"], arrays["class_prob"] = semantic_classes(
             output.semantic, owned.labels, n
@@ -81,8 +86,8 @@ def process_blocks(plan: SlidePlan, block_ids: Sequence[int]) -> list[dict[str, 
     t2 = time.perf_counter()
     per_block_read = (t1 - t0) / len(todo)
     per_block_model = (t2 - t1) / len(todo)
-    for block, output in zip(blocks, outputs, strict=True):
-        arrays, timing = block_arrays(plan, block, output)
+    for block, output, tile in zip(blocks, outputs, tiles, strict=True):
+        arrays, timing = block_arrays(plan, block, output, tile)
         t3 = time.perf_counter()
         atomic_save_npz(block_file(plan, block.block_id), arrays)
         timing["write_blocks_s"] = time.perf_counter() - t3

@@ -30,7 +30,7 @@ from pathosam_wsi.slide.open import SlideHandle
 from pathosam_wsi.slide.tissue import block_has_tissue, read_thumbnail, tissue_mask
 from pathosam_wsi.tiling.grid import Grid, cover
 
-__all__ = ["SegmentResult", "plan_slide", "segment_slide", "slide_id_of"]
+__all__ = ["SegmentResult", "plan_slide", "run_params_hash", "segment_slide", "slide_id_of"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,11 @@ def plan_slide(
     return handle, slide_id or slide_id_of(slide_path), frame, grid
 
 
+def run_params_hash(slide_path: str | Path, config: RunConfig) -> str:
+    """The ``params_hash`` that run.json records for this slide and configuration."""
+    return params_hash({"slide": str(Path(slide_path).resolve()), **config.output_params()})
+
+
 def _prepare_work_dir(work: Path, phash: str) -> None:
     """Reuse a partial folder of the same parameters, else start it afresh."""
     marker = work / "params.json"
@@ -107,6 +112,7 @@ def segment_slide(
     slide_id: str | None = None,
     overwrite: bool = False,
     on_progress: Callable[[str, Any], None] | None = None,
+    client: Any = None,
 ) -> SegmentResult:
     """Segment every nucleus of one slide.
 
@@ -125,6 +131,8 @@ def segment_slide(
     on_progress : callable, optional
         ``on_progress(event, payload)`` with events ``"planned"`` (block count) and ``"blocks"``
         (summaries of finished blocks).
+    client : distributed.Client, optional
+        Run the slide's tasks on this dask cluster (default: threads in this process).
 
     Returns
     -------
@@ -145,7 +153,7 @@ def segment_slide(
         raise OutputExistsError(
             f"{final}: output folder exists; pass --overwrite to replace it or choose another -o"
         )
-    phash = params_hash({"slide": str(Path(slide_path).resolve()), **config.output_params()})
+    phash = run_params_hash(slide_path, config)
     work = Path(out_dir) / f"{sid}.partial"
     _prepare_work_dir(work, phash)
     block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, work)
@@ -153,7 +161,9 @@ def segment_slide(
     create_label_image(plan.labels_path, frame.wh_px, config.tiling.tile_px, frame.mpp, sid)
     if on_progress:
         on_progress("planned", len(block_ids))
-    result = run_slide_graph(plan, (lambda s: on_progress("blocks", s)) if on_progress else None)
+    result = run_slide_graph(
+        plan, (lambda s: on_progress("blocks", s)) if on_progress else None, client=client
+    )
     edge = sum(s["at_halo_edge"] for s in result.summaries)
     if edge:
         largest = max(s["max_edge_area_px"] for s in result.summaries)

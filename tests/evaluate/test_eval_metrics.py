@@ -1,4 +1,4 @@
-"""Metrics: hand-computed cases, invariants and a brute-force cross-check on random label images."""
+"""Metrics: hand-computed cases, invariants, brute-force cross-check on random label images."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 import pytest
-from scipy.optimize import linear_sum_assignment
 from scipy.ndimage import binary_dilation
+from scipy.optimize import linear_sum_assignment
 from skimage.morphology import disk
 
 from pathosam_wsi.errors import ConfigError

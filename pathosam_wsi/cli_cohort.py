@@ -1,0 +1,128 @@
+"""``pathosam-wsi run MANIFEST -o OUT`` and ``pathosam-wsi status OUT`` (cohorts)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from pathosam_wsi.cli import (
+    _build_config,
+    _fail,
+    _model_options,
+    _slide_options,
+    _watershed_options,
+)
+from pathosam_wsi.errors import PathoSamError
+
+__all__ = ["run", "status"]
+
+EXIT_SOME_FAILED = 3
+
+
+class CohortProgress:
+    """Two tqdm bars: slides of the cohort, and blocks of the slides in flight."""
+
+    def __init__(self, n_slides: int, disable: bool) -> None:
+        self.slides = tqdm(total=n_slides, unit="slide", position=0, disable=disable,
+                           dynamic_ncols=True, desc="slides")
+        self.blocks = tqdm(total=0, unit="block", position=1, disable=disable,
+                           dynamic_ncols=True, desc="blocks")
+        self.in_flight: set[str] = set()
+
+    def __call__(self, event: str, payload: Any) -> None:
+        if event == "slide_started":
+            self.in_flight.add(payload)
+        elif event == "planned":
+            self.blocks.total += payload[1]
+            self.blocks.refresh()
+        elif event == "blocks":
+            self.blocks.update(len(payload[1]))
+        elif event == "slide_finished":
+            self.in_flight.discard(payload.slide_id)
+            self.slides.update(1)
+        self.slides.set_postfix_str(f"in flight: {', '.join(sorted(self.in_flight)) or '-'}")
+
+    def close(self) -> None:
+        self.blocks.close()
+        self.slides.close()
+
+
+def _echo_table(rows: Any) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.width", 200,
+                           "display.max_colwidth", 80):
+        click.echo(rows.to_string(index=False) if len(rows) else "(no slides)")
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output root: OUT/<slide_id>/, OUT/status.parquet, OUT/nuclei/.")
+@click.option("--cluster", type=click.Choice(["local", "threads", "none"]), default="local",
+              show_default=True,
+              help="local: LocalCUDACluster (GPUs) or LocalCluster; threads: one in-process "
+                   "worker; none: threads without dask.distributed (debugging).")
+@click.option("--scheduler", help="Existing cluster: tcp://HOST:PORT, tls://HOST:PORT or a "
+                                  "scheduler file (overrides --cluster).")
+@click.option("--workers", type=int, help="Local workers (default: one per GPU, else per CPU).")
+@click.option("--slides-in-flight", type=int, help="Slides at once (default: 2 with a cluster).")
+@click.option("--dashboard", is_flag=True, help="Start the dashboard of a local cluster.")
+@_model_options
+@_slide_options
+@_watershed_options
+@click.option("--config", type=click.Path(exists=True, dir_okay=False),
+              help="TOML file with [tiling], [model], [watershed], ... sections.")
+@click.option("--blocks-per-task", type=int, default=8, show_default=True)
+@click.option("--threads", type=int, help="Threads of --cluster none (default: all CPUs).")
+@click.option("--overwrite", is_flag=True, help="Redo every slide from scratch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or table.")
+def run(manifest: Path, out_dir: Path, cluster: str, scheduler: str | None, workers: int | None,
+        slides_in_flight: int | None, dashboard: bool, overwrite: bool, quiet: bool,
+        **kw: Any) -> None:
+    """Segment every slide listed in MANIFEST (CSV or Parquet: path[, slide_id, mpp, roi, ...]).
+
+    Finished slides are skipped and unfinished ones resume; exit code 3 when some slide failed.
+    """
+    from pathosam_wsi.cohort import read_manifest, read_status, run_cohort
+    from pathosam_wsi.distributed.cluster import connect, dashboard_link
+
+    try:
+        entries = read_manifest(manifest, _build_config(kw))
+        with connect(cluster, scheduler, workers, dashboard=dashboard) as client:  # type: ignore[arg-type]
+            link = dashboard_link(client)
+            if link:
+                click.echo(f"dashboard: {link}", err=True)
+            progress = CohortProgress(len(entries), disable=quiet)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("default")
+                    rows = run_cohort(entries, out_dir, client=client, overwrite=overwrite,
+                                      slides_in_flight=slides_in_flight, on_event=progress)
+            finally:
+                progress.close()
+    except PathoSamError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        _fail(RuntimeError("interrupted; rerun the same command to resume"), 130)
+    if not quiet:
+        _echo_table(read_status(out_dir))
+    failed = [r for r in rows if r.state != "done"]
+    if failed:
+        click.echo(f"{len(failed)} of {len(rows)} slides failed: see {out_dir / 'status.parquet'}",
+                   err=True)
+        sys.exit(EXIT_SOME_FAILED)
+
+
+@click.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def status(out_dir: Path) -> None:
+    """Print OUT/status.parquet of a cohort run."""
+    from pathosam_wsi.cohort import read_status
+
+    _echo_table(read_status(out_dir))

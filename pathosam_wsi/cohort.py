@@ -1,0 +1,324 @@
+"""Cohorts: a manifest of slides -> ``OUT/<slide_id>/`` each, ``OUT/status.parquet``, ``OUT/nuclei/``.
+
+Slides run one after another or several at once (driver threads sharing one dask client); a slide
+that cannot be read is marked failed with its error and the others go on. A rerun skips finished
+slides (``run.json`` with the same ``params_hash``) and resumes unfinished ones block by block;
+a finished slide whose parameters changed is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pathosam_wsi.config import RunConfig, SlideConfig, TilingConfig
+from pathosam_wsi.errors import ConfigError, OutputExistsError, PathoSamError
+from pathosam_wsi.pipeline.segment import run_params_hash, segment_slide, slide_id_of
+
+__all__ = [
+    "STATUS_FILE",
+    "ManifestEntry",
+    "SlideStatus",
+    "read_manifest",
+    "read_status",
+    "run_cohort",
+]
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.parquet"
+NUCLEI_DIR = "nuclei"
+_RESERVED_IDS = {NUCLEI_DIR, STATUS_FILE}
+# Per-slide override columns of a manifest: column -> (config section, field, parser).
+_OVERRIDES: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
+    "mpp": ("slide", "mpp", float),
+    "target_mpp": ("slide", "target_mpp", float),
+    "roi": ("slide", "roi_xywh_l0", lambda v: tuple(int(x) for x in str(v).split())),
+    "tile_px": ("tiling", "tile_px", int),
+    "halo_px": ("tiling", "halo_px", int),
+}
+_STATUS_SCHEMA = pa.schema([
+    ("slide_id", pa.string()), ("path", pa.string()), ("state", pa.string()),
+    ("nuclei", pa.int64()), ("blocks", pa.int64()), ("seconds", pa.float64()),
+    ("error", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One slide of a cohort with its own configuration."""
+
+    path: str
+    slide_id: str
+    config: RunConfig
+
+
+@dataclass
+class SlideStatus:
+    """One row of ``status.parquet``."""
+
+    slide_id: str
+    path: str
+    state: str = "pending"
+    """pending | running | done | failed"""
+    nuclei: int | None = None
+    blocks: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+def _load_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read manifest {str(path)!r}: {err}") from err
+
+
+def _entry_config(base: RunConfig, row: dict[str, Any], where: str) -> RunConfig:
+    """``base`` with the row's non-empty override columns applied."""
+    changes: dict[str, dict[str, Any]] = {"slide": {}, "tiling": {}}
+    for column, (section, name, parse) in _OVERRIDES.items():
+        value = row.get(column)
+        if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "":
+            continue
+        try:
+            changes[section][name] = parse(value)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: column {column!r} has {value!r}: {err}") from err
+    slide = dataclasses.replace(base.slide, **changes["slide"]) if changes["slide"] else base.slide
+    tiling = base.tiling
+    if changes["tiling"]:
+        tiling = dataclasses.replace(base.tiling, **changes["tiling"])
+    return dataclasses.replace(base, slide=SlideConfig(**dataclasses.asdict(slide)),
+                               tiling=TilingConfig(**dataclasses.asdict(tiling)))
+
+
+def read_manifest(path: str | Path, base: RunConfig) -> list[ManifestEntry]:
+    """Read a CSV or Parquet manifest.
+
+    Parameters
+    ----------
+    path : path-like
+        Columns: ``path`` (required; relative paths are taken from the manifest's folder),
+        optional ``slide_id`` and per-slide overrides ``mpp``, ``target_mpp``, ``roi``
+        ("x y w h", level-0 px), ``tile_px``, ``halo_px``; empty cells keep ``base``.
+    base : RunConfig
+        Parameters of every slide before its overrides.
+
+    Returns
+    -------
+    list of ManifestEntry
+
+    Raises
+    ------
+    ConfigError
+        Unreadable manifest, missing ``path`` column, unknown column, bad value, duplicate id.
+    """
+    path = Path(path)
+    table = _load_table(path)
+    allowed = {"path", "slide_id", *_OVERRIDES}
+    unknown = [c for c in table.columns if c not in allowed]
+    if "path" not in table.columns or unknown:
+        raise ConfigError(
+            f"manifest {str(path)!r} has columns {list(table.columns)!r}; expected 'path' and "
+            f"optionally {sorted(allowed - {'path'})!r}"
+        )
+    entries, seen = [], set()
+    for i, row in enumerate(table.to_dict("records")):
+        where = f"{path}: row {i + 1}"
+        slide_path = Path(str(row["path"]))
+        if not slide_path.is_absolute():
+            slide_path = path.parent / slide_path
+        sid = str(row.get("slide_id") or "").strip() or slide_id_of(slide_path)
+        if sid in seen or sid in _RESERVED_IDS or "/" in sid:
+            raise ConfigError(f"{where}: slide_id {sid!r} is duplicate or reserved; give a unique "
+                              "slide_id column value")
+        seen.add(sid)
+        entries.append(ManifestEntry(str(slide_path), sid, _entry_config(base, row, where)))
+    return entries
+
+
+def read_status(out_dir: str | Path) -> pd.DataFrame:
+    """``OUT/status.parquet`` as a data frame (empty when the cohort never ran)."""
+    path = Path(out_dir) / STATUS_FILE
+    if not path.exists():
+        return _STATUS_SCHEMA.empty_table().to_pandas()
+    return pd.read_parquet(path)
+
+
+class _StatusBook:
+    """Rows of the cohort, rewritten atomically to ``status.parquet`` on every change."""
+
+    def __init__(self, out_dir: Path, rows: list[SlideStatus]) -> None:
+        self.path = out_dir / STATUS_FILE
+        self.rows = {r.slide_id: r for r in rows}
+        self.lock = threading.Lock()
+        self.write()
+
+    def update(self, slide_id: str, **values: Any) -> SlideStatus:
+        with self.lock:
+            row = dataclasses.replace(self.rows[slide_id], **values)
+            self.rows[slide_id] = row
+            self.write()
+        return row
+
+    def write(self) -> None:
+        table = pa.Table.from_pylist([dataclasses.asdict(r) for r in self.rows.values()],
+                                     schema=_STATUS_SCHEMA)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.path)
+
+
+def _finished_status(entry: ManifestEntry, out_dir: Path) -> SlideStatus | None:
+    """Status of an already finished slide of the same parameters, None when it must run."""
+    run_json = out_dir / entry.slide_id / "run.json"
+    if not run_json.exists():
+        return None
+    info = json.loads(run_json.read_text())
+    if info.get("params_hash") != run_params_hash(entry.path, entry.config):
+        return None
+    return SlideStatus(entry.slide_id, entry.path, "done", info["counts"]["nuclei"],
+                       info["counts"]["blocks"], info["timings_s"].get("total_s"))
+
+
+def _check_conflicts(entries: Sequence[ManifestEntry], out_dir: Path) -> None:
+    """Refuse finished outputs made with other parameters (before anything runs)."""
+    stale = [e.slide_id for e in entries
+             if (out_dir / e.slide_id).exists() and _finished_status(e, out_dir) is None]
+    if stale:
+        shown = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")
+        raise OutputExistsError(
+            f"{len(stale)} finished slide(s) in {out_dir} were made with other parameters "
+            f"({shown}); pass --overwrite to redo them or choose another -o"
+        )
+
+
+def _publish_table(out_dir: Path, slide_id: str) -> None:
+    """Expose ``OUT/<id>/nuclei.parquet`` as ``OUT/nuclei/<id>.parquet`` (hard link, else copy)."""
+    src = out_dir / slide_id / "nuclei.parquet"
+    dst_dir = out_dir / NUCLEI_DIR
+    dst_dir.mkdir(exist_ok=True)
+    tmp = dst_dir / f".{slide_id}.parquet.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst_dir / f"{slide_id}.parquet")
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _client_lost(client: Any) -> bool:
+    return client is not None and getattr(client, "status", "running") not in ("running", "newly-created")
+
+
+def _run_one(entry: ManifestEntry, out_dir: Path, book: _StatusBook, client: Any,
+             overwrite: bool, on_event: Callable[[str, Any], None]) -> SlideStatus:
+    """Segment one slide; any error of this slide becomes its failed row."""
+    book.update(entry.slide_id, state="running", error=None)
+    on_event("slide_started", entry.slide_id)
+    t0 = time.perf_counter()
+    if overwrite:
+        shutil.rmtree(out_dir / f"{entry.slide_id}.partial", ignore_errors=True)
+    try:
+        result = segment_slide(
+            entry.path, out_dir, entry.config, slide_id=entry.slide_id, overwrite=overwrite,
+            client=client, on_progress=lambda ev, p: on_event(ev, (entry.slide_id, p)),
+        )
+        _publish_table(out_dir, entry.slide_id)
+    except Exception as err:
+        if _client_lost(client):
+            raise PathoSamError(
+                f"lost the dask scheduler while running {entry.slide_id!r} ({_one_line(err)}); "
+                "restart the cluster and rerun the same command to resume"
+            ) from err
+        log.warning("slide %s failed: %s", entry.slide_id, _one_line(err), exc_info=log.isEnabledFor(logging.DEBUG))
+        row = book.update(entry.slide_id, state="failed", error=_one_line(err),
+                          seconds=time.perf_counter() - t0)
+    else:
+        row = book.update(entry.slide_id, state="done", nuclei=result.nuclei, blocks=result.blocks,
+                          seconds=time.perf_counter() - t0)
+    on_event("slide_finished", row)
+    return row
+
+
+def run_cohort(
+    entries: Sequence[ManifestEntry],
+    out_dir: str | Path,
+    *,
+    client: Any = None,
+    overwrite: bool = False,
+    slides_in_flight: int | None = None,
+    on_event: Callable[[str, Any], None] | None = None,
+) -> list[SlideStatus]:
+    """Segment every slide of a cohort, skipping finished ones.
+
+    Parameters
+    ----------
+    entries : sequence of ManifestEntry
+        The slides (see :func:`read_manifest`).
+    out_dir : path-like
+        Output root: ``<slide_id>/``, ``status.parquet`` and ``nuclei/<slide_id>.parquet``.
+    client : distributed.Client, optional
+        Run the slides' tasks on this cluster (default: threads in this process).
+    overwrite : bool
+        Redo every slide from scratch, whatever exists.
+    slides_in_flight : int, optional
+        Slides processed at once (default: 2 with a client, else 1).
+    on_event : callable, optional
+        ``on_event(event, payload)``: ``slide_started`` (id), ``planned`` / ``blocks``
+        ((id, payload) as in :func:`segment_slide`), ``slide_finished`` (SlideStatus).
+
+    Returns
+    -------
+    list of SlideStatus
+        In manifest order.
+
+    Raises
+    ------
+    OutputExistsError
+        A finished slide was made with other parameters and ``overwrite`` is False.
+    PathoSamError
+        The dask scheduler was lost; finished blocks and slides are kept for a rerun.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        _check_conflicts(entries, out)
+    rows, todo = [], []
+    for e in entries:
+        done = None if overwrite else _finished_status(e, out)
+        rows.append(done or SlideStatus(e.slide_id, e.path))
+        if done is None:
+            todo.append(e)
+        else:
+            _publish_table(out, e.slide_id)
+    book = _StatusBook(out, rows)
+    emit = on_event or (lambda _e, _p: None)
+    width = slides_in_flight or (2 if client is not None else 1)
+    with ThreadPoolExecutor(max_workers=max(1, width), thread_name_prefix="slide") as pool:
+        futures = [pool.submit(_run_one, e, out, book, client, overwrite, emit) for e in todo]
+        for fut in futures:
+            fut.result()
+    return [book.rows[e.slide_id] for e in entries]

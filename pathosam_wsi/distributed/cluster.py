@@ -1,0 +1,179 @@
+"""Clients for every place the engine runs: this process, local workers, or an existing cluster.
+
+``--cluster local`` starts one worker per GPU through dask-cuda's ``LocalCUDACluster`` when GPUs
+are present and dask-cuda is installed, otherwise a ``LocalCluster`` of single-threaded worker
+processes; ``--scheduler ADDRESS|FILE`` connects to a cluster started elsewhere (SLURM, Kubernetes,
+``dask scheduler``); ``none`` runs each slide's graph on dask's threaded scheduler in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pathosam_wsi.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["ClusterKind", "connect", "dashboard_link", "has_gpu_workers", "make_client"]
+
+log = logging.getLogger(__name__)
+
+ClusterKind = Literal["local", "threads", "none"]
+_KINDS = ("local", "threads", "none")
+
+
+def _gpu_count() -> int:
+    """CUDA devices visible to torch (0 on CPU builds or without a driver)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def _nvml_error() -> type[BaseException]:
+    """pynvml's base error class, or OSError where pynvml is missing (stack.md P3)."""
+    try:
+        import pynvml
+    except ImportError:
+        return OSError
+    return pynvml.NVMLError  # type: ignore[no-any-return]
+
+
+def _cuda_cluster(n_workers: int | None, dashboard_address: str | None) -> Any | None:
+    """A ``LocalCUDACluster`` with a ``GPU`` resource per worker, or None where it cannot start."""
+    if _gpu_count() == 0:
+        return None
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as err:
+        log.warning("GPUs found but dask-cuda is not importable (%s); install pathosam-wsi[cuda] "
+                    "for one worker per GPU; using a plain LocalCluster", err)
+        return None
+    try:
+        return LocalCUDACluster(
+            n_workers=n_workers, dashboard_address=dashboard_address, resources={"GPU": 1}
+        )
+    except (_nvml_error(), OSError, RuntimeError) as err:
+        log.warning("LocalCUDACluster failed (%s); using a CPU LocalCluster", err)
+        return None
+
+
+def _local_cluster(kind: ClusterKind, n_workers: int | None, dashboard_address: str | None) -> Any:
+    from distributed import LocalCluster
+
+    if kind == "threads":
+        return LocalCluster(
+            n_workers=1, threads_per_worker=n_workers or os.cpu_count() or 1, processes=False,
+            dashboard_address=dashboard_address,
+        )
+    cluster = _cuda_cluster(n_workers, dashboard_address)
+    if cluster is not None:
+        return cluster
+    return LocalCluster(
+        n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+        dashboard_address=dashboard_address,
+    )
+
+
+def _connect(scheduler: str, timeout_s: float) -> Client:
+    from distributed import Client
+
+    try:
+        if Path(scheduler).is_file():
+            return Client(scheduler_file=scheduler, timeout=timeout_s)
+        return Client(scheduler, timeout=timeout_s)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"cannot connect to dask scheduler {scheduler!r}: {err}; expected tcp://HOST:PORT, "
+            "tls://HOST:PORT or a scheduler file of a running scheduler"
+        ) from err
+
+
+def make_client(
+    cluster: ClusterKind = "local",
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    *,
+    dashboard: bool = False,
+    timeout_s: float = 30.0,
+) -> Client | None:
+    """A ``distributed.Client`` for the requested cluster, or None for in-process threads.
+
+    Parameters
+    ----------
+    cluster : {"local", "threads", "none"}
+        ``local``: LocalCUDACluster (GPUs) or LocalCluster of ``n_workers`` single-threaded
+        processes; ``threads``: one in-process worker with ``n_workers`` threads; ``none``: no
+        client. Ignored when ``scheduler`` is given.
+    scheduler : str, optional
+        Address (``tcp://HOST:PORT``, ``tls://HOST:PORT``) or scheduler-file path of an existing
+        cluster; TLS settings come from dask's configuration (``distributed.comm.tls.*``).
+    n_workers : int, optional
+        Local workers (default: one per GPU with dask-cuda, else one per CPU).
+    dashboard : bool
+        Start the dashboard of a local cluster on a free port.
+    timeout_s : float
+        Seconds to wait for an existing scheduler.
+
+    Returns
+    -------
+    distributed.Client or None
+        A client made here owns its local cluster: close both with :func:`connect` or
+        ``client.close(); client.cluster.close()``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown cluster kind or unreachable scheduler.
+    """
+    if scheduler:
+        return _connect(scheduler, timeout_s)
+    if cluster not in _KINDS:
+        raise ConfigError(f"cluster {cluster!r} is unknown; expected one of {', '.join(_KINDS)}")
+    if cluster == "none":
+        return None
+    from distributed import Client
+
+    local = _local_cluster(cluster, n_workers, ":0" if dashboard else None)
+    return Client(local)
+
+
+@contextmanager
+def connect(
+    cluster: ClusterKind = "local",
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    *,
+    dashboard: bool = False,
+) -> Iterator[Client | None]:
+    """``make_client`` as a context manager that closes the client and any cluster it started."""
+    client = make_client(cluster, scheduler, n_workers, dashboard=dashboard)
+    try:
+        yield client
+    finally:
+        if client is not None:
+            owned = None if scheduler else client.cluster
+            client.close()
+            if owned is not None:
+                owned.close()
+
+
+def has_gpu_workers(client: Client) -> bool:
+    """Whether any worker advertises a ``GPU`` resource."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    return any(w.get("resources", {}).get("GPU") for w in workers)
+
+
+def dashboard_link(client: Client | None) -> str | None:
+    """The dashboard URL when the scheduler serves one."""
+    if client is None:
+        return None
+    services = client.scheduler_info(n_workers=0).get("services", {})
+    return str(client.dashboard_link) if "dashboard" in services else None

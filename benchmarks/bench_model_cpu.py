@@ -28,7 +28,10 @@ import torch
 from pathosam_wsi.model.checkpoints import encoder_state_dict, load_decoder, load_image_encoder
 from pathosam_wsi.model.preprocess import postprocess_maps, preprocess_tiles
 from pathosam_wsi.model.sam_encoder import disable_sdpa_attention
-from pathosam_wsi.model.synthetic_weights import synthetic_decoder_state_dict, synthetic_sam_state_dict
+from pathosam_wsi.model.synthetic_weights import (
+    synthetic_decoder_state_dict,
+    synthetic_sam_state_dict,
+)
 
 logger = logging.getLogger("bench_model_cpu")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -41,8 +44,10 @@ def synthetic_block(size_px: int = 512, seed: int = 7) -> np.ndarray:
     img[:] = (232.0, 196.0, 222.0)
     yy, xx = np.mgrid[0:size_px, 0:size_px]
     for _ in range(size_px * size_px // 1024):
-        cy, cx, r = rng.uniform(0, size_px, 2).tolist() + [rng.uniform(4.0, 11.0)]
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = np.array([90.0, 50.0, 145.0]) + rng.normal(0, 12, 3)
+        cy, cx, r = [*rng.uniform(0, size_px, 2).tolist(), rng.uniform(4.0, 11.0)]
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = np.array([90.0, 50.0, 145.0]) + rng.normal(
+            0, 12, 3
+        )
     img += rng.normal(0.0, 6.0, img.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
@@ -63,7 +68,9 @@ def _timed(fn: Any, repeats: int) -> tuple[list[float], Any]:
 
 
 def run(precisions: list[str], repeats: int, sdpa: bool) -> dict[str, Any]:
-    encoder = load_image_encoder(encoder_state_dict(synthetic_sam_state_dict("vit_b")), "vit_b", sdpa=sdpa)
+    encoder = load_image_encoder(
+        encoder_state_dict(synthetic_sam_state_dict("vit_b")), "vit_b", sdpa=sdpa
+    )
     if not sdpa:
         disable_sdpa_attention(encoder)
     decoder = load_decoder(synthetic_decoder_state_dict(), 3)
@@ -79,8 +86,11 @@ def run(precisions: list[str], repeats: int, sdpa: bool) -> dict[str, Any]:
             maps[precision] = postprocess_maps(out[0], batch.input_sizes[0], (512, 512)).numpy()
             enc_s, dec_s = statistics.median(enc_t), statistics.median(dec_t)
             results[precision] = {
-                "encoder_s": enc_t, "decoder_s": dec_t, "encoder_median_s": enc_s,
-                "decoder_median_s": dec_s, "blocks_per_s": 1.0 / (enc_s + dec_s),
+                "encoder_s": enc_t,
+                "decoder_s": dec_t,
+                "encoder_median_s": enc_s,
+                "decoder_median_s": dec_s,
+                "blocks_per_s": 1.0 / (enc_s + dec_s),
             }
             logger.info("%s: encoder %.2f s, decoder %.2f s", precision, enc_s, dec_s)
     if "fp32" in maps:
@@ -101,11 +111,16 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = {
-        "benchmark": "bench_model_cpu", "model": "vit_b (deterministic weights, seeds 1000/2000)",
-        "block_px": 512, "batch_size": 1, "attention": "plain" if args.plain_attention else "sdpa",
-        "hardware": {"cpu": platform.processor() or platform.machine(),
-                     "torch_threads": torch.get_num_threads(),
-                     "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "benchmark": "bench_model_cpu",
+        "model": "vit_b (deterministic weights, seeds 1000/2000)",
+        "block_px": 512,
+        "batch_size": 1,
+        "attention": "plain" if args.plain_attention else "sdpa",
+        "hardware": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        },
         "versions": {p: version(p) for p in ("torch", "numpy", "segment-anything")},
         "python": platform.python_version(),
         "results": run(args.precisions, args.repeats, not args.plain_attention),

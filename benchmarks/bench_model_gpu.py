@@ -57,7 +57,9 @@ def _cuda_time_s(fn: Any, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_model(encoder: Any, decoder: Any, precision: str, batch: int, repeats: int) -> dict[str, Any]:
+def bench_model(
+    encoder: Any, decoder: Any, precision: str, batch: int, repeats: int
+) -> dict[str, Any]:
     """Encoder / decoder forwards on device-resident input."""
     x = torch.randn(batch, 3, 1024, 1024, device="cuda")
     with torch.inference_mode(), _autocast(precision):
@@ -66,18 +68,30 @@ def bench_model(encoder: Any, decoder: Any, precision: str, batch: int, repeats:
         torch.cuda.synchronize()
         enc_s = _cuda_time_s(lambda: encoder(x), repeats)
         dec_s = _cuda_time_s(lambda: decoder(features), repeats)
-    return {"encoder_s": enc_s, "decoder_s": dec_s, "encoder_blocks_per_s": batch / enc_s,
-            "decoder_blocks_per_s": batch / dec_s, "blocks_per_s": batch / (enc_s + dec_s),
-            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+    return {
+        "encoder_s": enc_s,
+        "decoder_s": dec_s,
+        "encoder_blocks_per_s": batch / enc_s,
+        "decoder_blocks_per_s": batch / dec_s,
+        "blocks_per_s": batch / (enc_s + dec_s),
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
 
 
-def bench_runner(encoder: Any, decoder: Any, precision: str, batch: int, repeats: int,
-                 compile_: bool) -> dict[str, Any]:
+def bench_runner(
+    encoder: Any, decoder: Any, precision: str, batch: int, repeats: int, compile_: bool
+) -> dict[str, Any]:
     """Full model step through ``InferenceRunner`` on uint8 512x512 blocks."""
     rng = np.random.default_rng(0)
     tiles = [rng.integers(0, 256, (512, 512, 3), dtype=np.uint8) for _ in range(batch * 4)]
-    runner = InferenceRunner(encoder, {"ais": decoder}, device="cuda", precision=precision,
-                             batch_size=batch, compile=compile_)
+    runner = InferenceRunner(
+        encoder,
+        {"ais": decoder},
+        device="cuda",
+        precision=precision,
+        batch_size=batch,
+        compile=compile_,
+    )
     runner.predict(tiles[:batch])  # warm-up (and compilation)
     times = []
     for _ in range(repeats):
@@ -90,19 +104,20 @@ def bench_runner(encoder: Any, decoder: Any, precision: str, batch: int, repeats
     return {"seconds_per_call": median, "blocks": len(tiles), "blocks_per_s": len(tiles) / median}
 
 
-def _one(model: str, precision: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
-    encoder = build_image_encoder(model, sdpa=True).cuda().eval()
-    decoder = AISDecoder().cuda()
+def _one(
+    model: str, encoder: Any, decoder: Any, precision: str, batch: int, args: argparse.Namespace
+) -> dict[str, Any]:
     row: dict[str, Any] = {"model": model, "precision": precision, "batch_size": batch}
     try:
         torch.cuda.reset_peak_memory_stats()
         row["model_step"] = bench_model(encoder, decoder, precision, batch, args.repeats)
         if args.runner:
-            row["runner"] = bench_runner(encoder, decoder, precision, batch, args.repeats, args.compile)
+            row["runner"] = bench_runner(
+                encoder, decoder, precision, batch, args.repeats, args.compile
+            )
     except torch.OutOfMemoryError:
         row["error"] = "out of memory"
     finally:
-        del encoder, decoder
         torch.cuda.empty_cache()
     logger.info("%s", json.dumps(row))
     return row
@@ -111,28 +126,47 @@ def _one(model: str, precision: str, batch: int, args: argparse.Namespace) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["vit_b", "vit_l", "vit_h"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"], choices=list(DTYPES))
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16", "fp16"], choices=list(DTYPES)
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4, 8, 16, 32])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--runner", action="store_true", help="also time the full InferenceRunner step")
+    parser.add_argument(
+        "--runner", action="store_true", help="also time the full InferenceRunner step"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile in the runner step")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not torch.cuda.is_available():
         raise SystemExit("bench_model_gpu needs a CUDA device")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
-    rows = [_one(m, p, b, args) for m in args.models for p in args.precisions for b in args.batch_sizes]
+    rows = []
+    for model in args.models:
+        encoder = build_image_encoder(model, sdpa=True).cuda().eval()
+        decoder = AISDecoder().cuda()
+        rows += [
+            _one(model, encoder, decoder, p, b, args)
+            for p in args.precisions
+            for b in args.batch_sizes
+        ]
+        del encoder, decoder
+        torch.cuda.empty_cache()
     report = {
         "benchmark": "bench_model_gpu",
         "device": torch.cuda.get_device_name(0),
         "device_total_gib": torch.cuda.get_device_properties(0).total_memory / 2**30,
-        "versions": {"torch": torch.__version__, "cuda": torch.version.cuda,
-                     "numpy": version("numpy"), "segment-anything": version("segment-anything")},
+        "versions": {
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "numpy": version("numpy"),
+            "segment-anything": version("segment-anything"),
+        },
         "python": platform.python_version(),
-        "tf32": True,
+        "tf32": {
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32,
+        },
         "rows": rows,
     }
     text = json.dumps(report, indent=2)

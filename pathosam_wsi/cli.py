@@ -187,7 +187,8 @@ def _attach_optional_commands() -> None:
     for module, attr in (("pathosam_wsi.cli_models", "models"),
                          ("pathosam_wsi.cli_data", "sample_data"),
                          ("pathosam_wsi.cli_evaluate", "evaluate"),
-                         ("pathosam_wsi.cli_cohort", "run"), ("pathosam_wsi.cli_cohort", "status")):
+                         ("pathosam_wsi.cli_cohort", "run"), ("pathosam_wsi.cli_cohort", "status"),
+                         ("pathosam_wsi.cli_export", "export"), ("pathosam_wsi.cli_export", "qc")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -52,6 +52,17 @@ class CohortProgress:
         self.slides.close()
 
 
+def _quiet_distributed_logs() -> None:
+    """dask's own INFO lines only with -v (distributed sets its loggers to INFO on import)."""
+    import logging
+
+    import distributed  # noqa: F401  (configures its loggers first)
+
+    logging.getLogger("distributed").setLevel(max(logging.getLogger().level, logging.WARNING)
+                                              if logging.getLogger().level > logging.INFO
+                                              else logging.INFO)
+
+
 def _echo_table(rows: Any) -> None:
     import pandas as pd
 
@@ -92,6 +103,7 @@ def run(manifest: Path, out_dir: Path, cluster: str, scheduler: str | None, work
     from pathosam_wsi.cohort import read_manifest, read_status, run_cohort
     from pathosam_wsi.distributed.cluster import connect, dashboard_link
 
+    _quiet_distributed_logs()
     try:
         entries = read_manifest(manifest, _build_config(kw))
         with connect(cluster, scheduler, workers, dashboard=dashboard) as client:  # type: ignore[arg-type]

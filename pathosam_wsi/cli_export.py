@@ -29,8 +29,7 @@ def export() -> None:
 @click.argument("result_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (default: RESULT_DIR/nuclei.geojson[.gz]).")
-@click.option("--gzip", "compress", is_flag=True, help="gzip the GeoJSON (QuPath reads .geojson.gz? no: "
-              "unzip before import).")
+@click.option("--gzip", "compress", is_flag=True, help="gzip the output (gunzip before importing into QuPath).")
 @click.option("--object-type", type=click.Choice(["detection", "cell", "annotation"]), default="detection",
               show_default=True, help="QuPath object type of each nucleus.")
 def qupath(result_dir: Path, out_path: Path | None, compress: bool, object_type: str) -> None:

@@ -82,7 +82,9 @@ def verify(names: tuple[str, ...]) -> None:
         failed |= status == "mismatch"
         click.echo(f"{file_name}: {status} ({path})")
     if failed:
-        raise click.ClickException("some cached files do not match their hashes; delete and re-download them")
+        raise click.ClickException(
+            "some cached files do not match their hashes; delete and re-download them"
+        )
 
 
 def write_test_checkpoint(
@@ -117,13 +119,27 @@ def write_test_checkpoint(
 
 @models.command("make-test-checkpoint")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--decoder", "decoder_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write an AIS decoder file here.")
-@click.option("--semantic-decoder", "semantic_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a PanNuke-shaped (6-class) semantic decoder file here.")
-@click.option("--model-type", type=click.Choice(["vit_b", "vit_l", "vit_h"]), default="vit_b",
-              show_default=True)
-@click.option("--interpolation", is_flag=True, help="Interpolation upsamplers instead of conv-transpose.")
+@click.option(
+    "--decoder",
+    "decoder_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an AIS decoder file here.",
+)
+@click.option(
+    "--semantic-decoder",
+    "semantic_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a PanNuke-shaped (6-class) semantic decoder file here.",
+)
+@click.option(
+    "--model-type",
+    type=click.Choice(["vit_b", "vit_l", "vit_h"]),
+    default="vit_b",
+    show_default=True,
+)
+@click.option(
+    "--interpolation", is_flag=True, help="Interpolation upsamplers instead of conv-transpose."
+)
 def make_test_checkpoint(
     out: Path,
     decoder_out: Path | None,
@@ -132,8 +148,9 @@ def make_test_checkpoint(
     interpolation: bool,
 ) -> None:
     """Write a generated checkpoint in the real format (random weights: for pipeline tests only)."""
-    write_test_checkpoint(out, decoder_out, semantic_out, model_type=model_type,
-                          interpolation=interpolation)
+    write_test_checkpoint(
+        out, decoder_out, semantic_out, model_type=model_type, interpolation=interpolation
+    )
     for path in (out, decoder_out, semantic_out):
         if path is not None:
             click.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

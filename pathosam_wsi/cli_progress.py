@@ -48,6 +48,7 @@ def describe_slide(path: Path, mpp: float | None = None) -> str:
     for i, ((w, h), ds) in enumerate(zip(slide.level_dimensions, slide.level_downsamples, strict=True)):
         level_mpp = f"{slide.mpp * ds:.4f} µm/px" if slide.mpp else "?"
         lines.append(f"level {i}   {w} x {h} px  downsample {ds:g}  {level_mpp}")
+    slide.close()
     if slide.mpp is not None:
         config = RunConfig(slide=SlideConfig(mpp=mpp))
         _, _, _, grid = plan_slide(path, ".", config)

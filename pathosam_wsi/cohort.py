@@ -159,7 +159,7 @@ def read_status(out_dir: str | Path) -> pd.DataFrame:
     path = Path(out_dir) / STATUS_FILE
     if not path.exists():
         return _STATUS_SCHEMA.empty_table().to_pandas()
-    return pd.read_parquet(path)
+    return pd.read_parquet(path, dtype_backend="numpy_nullable")
 
 
 class _StatusBook:

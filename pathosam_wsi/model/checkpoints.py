@@ -62,7 +62,9 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; give the path of a .pt file")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist; give the path of a .pt file"
+        )
     try:
         with warnings.catch_warnings():
             # Plain pickle files (protocol 4) trigger a harmless notice from the safe unpickler.

@@ -29,7 +29,13 @@ from pathosam_wsi.model.synthetic_weights import deterministic_state_dict
 from pathosam_wsi.model.unetr_decoder import AISDecoder
 from pathosam_wsi.model.weights import MODEL_FILES, fetch_weights
 
-__all__ = ["PANNUKE_CLASSES", "TINY_ENCODER", "PathoSamModel", "build_pathosam", "build_tiny_random"]
+__all__ = [
+    "PANNUKE_CLASSES",
+    "TINY_ENCODER",
+    "PathoSamModel",
+    "build_pathosam",
+    "build_tiny_random",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +43,13 @@ PANNUKE_CLASSES = ("background", "neoplastic", "inflammatory", "connective", "de
 """PanNuke class names, index = class id (pathosam-reference.md §2.4)."""
 
 TINY_ENCODER = {
-    "embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,),
-    "img_size": 256, "window_size": 8, "out_chans": 32,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "global_attn_indexes": (1,),
+    "img_size": 256,
+    "window_size": 8,
+    "out_chans": 32,
 }
 """Encoder overrides of ``sam_tiny_random`` (256-px input, 16x16 embeddings of 32 channels)."""
 _TINY_DECODER = {"in_channels": 32, "width": 8}
@@ -74,7 +85,9 @@ def _weight_path(local: str | None, model_name: str, role: str) -> Path:
     return fetch_weights(registry_name)
 
 
-def _runner(config: ModelConfig, encoder: object, decoders: dict[str, AISDecoder], target_px: int) -> InferenceRunner:
+def _runner(
+    config: ModelConfig, encoder: object, decoders: dict[str, AISDecoder], target_px: int
+) -> InferenceRunner:
     return InferenceRunner(
         encoder,  # type: ignore[arg-type]
         decoders,
@@ -98,7 +111,9 @@ def build_pathosam(config: ModelConfig, mpp: float) -> PathoSamModel:
     """
     model_type = config.name.removesuffix("_histopathology")
     logger.info("building %s for %.3f um/px", config.name, mpp)
-    encoder = load_image_encoder(_weight_path(config.checkpoint, config.name, "encoder"), model_type)
+    encoder = load_image_encoder(
+        _weight_path(config.checkpoint, config.name, "encoder"), model_type
+    )
     enable_sdpa_attention(encoder)
     decoders = {"ais": load_decoder(_weight_path(config.decoder, config.name, "decoder"), 3)}
     if config.classes:

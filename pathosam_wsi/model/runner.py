@@ -31,7 +31,11 @@ __all__ = ["PRECISIONS", "InferenceRunner", "estimate_tile_bytes", "resolve_devi
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 _BATCH_MEMO: dict[tuple[str, str], int] = {}
 """(device, model key) -> batch size that ran without running out of memory."""
 _MAX_BATCH = {"cuda": 64, "cpu": 8}
@@ -161,7 +165,7 @@ class InferenceRunner:
     def _host_batches(
         self, tiles: Sequence[npt.NDArray[np.uint8]], size: int
     ) -> Iterator[tuple[int, torch.Tensor, list[tuple[int, int]]]]:
-        """(start index, pixels on the device, input sizes) per batch; CUDA copies are prefetched."""
+        """(start, pixels on the device, input sizes) per batch; CUDA copies are prefetched."""
         copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         for start in range(0, len(tiles), size):
             prepared = preprocess_tiles(tiles[start : start + size], self.intensity, self.target_px)
@@ -173,7 +177,9 @@ class InferenceRunner:
                 pixels.record_stream(torch.cuda.current_stream(self.device))
             yield start, pixels, prepared.input_sizes
 
-    def predict(self, tiles: Sequence[npt.NDArray[np.uint8]]) -> list[dict[str, npt.NDArray[np.float32]]]:
+    def predict(
+        self, tiles: Sequence[npt.NDArray[np.uint8]]
+    ) -> list[dict[str, npt.NDArray[np.float32]]]:
         """Maps for every tile, resized back to the tile's size.
 
         Parameters
@@ -197,7 +203,9 @@ class InferenceRunner:
 
     def _shrink(self, size: int) -> None:
         new = max(1, size // 2)
-        logger.warning("out of memory at batch size %d on %s; retrying with %d", size, self.device, new)
+        logger.warning(
+            "out of memory at batch size %d on %s; retrying with %d", size, self.device, new
+        )
         if self.fixed_batch_size is not None:
             self.fixed_batch_size = new
         _BATCH_MEMO[(str(self.device), self.model_key)] = new
@@ -219,8 +227,10 @@ class InferenceRunner:
                 for i, input_size in enumerate(input_sizes):
                     tile = tiles[start + i]
                     original = (int(tile.shape[0]), int(tile.shape[1]))
-                    results.append({
-                        role: postprocess_maps(m[i], input_size, original).cpu().numpy()
-                        for role, m in maps.items()
-                    })
+                    results.append(
+                        {
+                            role: postprocess_maps(m[i], input_size, original).cpu().numpy()
+                            for role, m in maps.items()
+                        }
+                    )
         return results

@@ -32,15 +32,33 @@ __all__ = [
 
 ENCODER_SPECS: dict[str, dict[str, Any]] = {
     "vit_b": {"embed_dim": 768, "depth": 12, "num_heads": 12, "global_attn_indexes": (2, 5, 8, 11)},
-    "vit_l": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "global_attn_indexes": (5, 11, 17, 23)},
-    "vit_h": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "global_attn_indexes": (7, 15, 23, 31)},
+    "vit_l": {
+        "embed_dim": 1024,
+        "depth": 24,
+        "num_heads": 16,
+        "global_attn_indexes": (5, 11, 17, 23),
+    },
+    "vit_h": {
+        "embed_dim": 1280,
+        "depth": 32,
+        "num_heads": 16,
+        "global_attn_indexes": (7, 15, 23, 31),
+    },
 }
 """Per-size hyper-parameters of segment-anything's ``build_sam.py`` (pathosam-reference.md §2.2)."""
 
 _COMMON = {"img_size": 1024, "patch_size": 16, "window_size": 14, "out_chans": 256}
 _OVERRIDABLE = frozenset(
-    {"embed_dim", "depth", "num_heads", "global_attn_indexes", "img_size", "window_size",
-     "out_chans", "patch_size"}
+    {
+        "embed_dim",
+        "depth",
+        "num_heads",
+        "global_attn_indexes",
+        "img_size",
+        "window_size",
+        "out_chans",
+        "patch_size",
+    }
 )
 
 
@@ -81,7 +99,8 @@ def _encoder_kwargs(model_type: str, overrides: dict[str, Any]) -> dict[str, Any
     unknown = set(overrides) - _OVERRIDABLE
     if unknown:
         raise ConfigError(
-            f"unknown encoder overrides {sorted(unknown)}; expected a subset of {sorted(_OVERRIDABLE)}"
+            f"unknown encoder overrides {sorted(unknown)}; "
+            f"expected a subset of {sorted(_OVERRIDABLE)}"
         )
     kwargs = {**_COMMON, **ENCODER_SPECS[model_type], **overrides}
     kwargs["global_attn_indexes"] = tuple(kwargs["global_attn_indexes"])

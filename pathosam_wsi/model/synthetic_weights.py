@@ -98,13 +98,17 @@ def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def sam_state_dict_template(model_type: str = "vit_b") -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def sam_state_dict_template(
+    model_type: str = "vit_b",
+) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Key -> (shape, dtype) of a full SAM model (image encoder, prompt encoder, mask decoder).
 
     Built on the meta device, so no memory is allocated and nothing is initialised.
     """
     if model_type not in ENCODER_SPECS:
-        raise ValueError(f"unknown SAM model {model_type!r}; expected one of {sorted(ENCODER_SPECS)}")
+        raise ValueError(
+            f"unknown SAM model {model_type!r}; expected one of {sorted(ENCODER_SPECS)}"
+        )
     import_sam_without_torchvision()
     from segment_anything.build_sam import sam_model_registry
 

@@ -9,6 +9,8 @@ functional calls so the decoder BatchNorm statistics can be chosen per call (§5
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,9 +102,11 @@ class _Decoder(nn.Module):
 
     def __init__(self, features: tuple[int, ...], conv_transpose: bool) -> None:
         super().__init__()
-        pairs = list(zip(features[:-1], features[1:], strict=True))
+        pairs = list(itertools.pairwise(features))
         self.blocks = nn.ModuleList([_ConvBlock(c_in, c_out) for c_in, c_out in pairs])
-        self.samplers = nn.ModuleList([_upsampler(c_in, c_out, conv_transpose) for c_in, c_out in pairs])
+        self.samplers = nn.ModuleList(
+            [_upsampler(c_in, c_out, conv_transpose) for c_in, c_out in pairs]
+        )
 
 
 def _batchnorm(x: torch.Tensor, bn: nn.BatchNorm2d, mode: str) -> torch.Tensor:

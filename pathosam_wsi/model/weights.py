@@ -32,8 +32,8 @@ __all__ = [
     "REGISTRY",
     "WeightSpec",
     "cache_dir",
-    "file_digest",
     "fetch_weights",
+    "file_digest",
     "os_cache_dir",
     "verify_weights",
 ]
@@ -72,21 +72,48 @@ def _spec(name: str, url_id: str, hash_: str, description: str) -> WeightSpec:
 REGISTRY: dict[str, WeightSpec] = {
     s.name: s
     for s in (
-        _spec("vit_b_histopathology", "sBB4H8CTmIoBZsQ",
-              "xxh128:ffd1a2cd84570458b257bd95fdd8f974", "PathoSAM ViT-B SAM weights"),
-        _spec("vit_l_histopathology", "IZgnn1cpBq2PHod",
-              "xxh128:b591833c89754271023e901281dee3f2", "PathoSAM ViT-L SAM weights"),
-        _spec("vit_h_histopathology", "L7AcvVz7DoWJ2RZ",
-              "xxh128:bd1856dafc156a43fb3aa705f1a6e92e", "PathoSAM ViT-H SAM weights"),
-        _spec("vit_b_histopathology_decoder", "KO9AWqynI7SFOBj",
-              "xxh128:6a66194dcb6e36199cbee2214ecf7213", "PathoSAM ViT-B AIS decoder"),
-        _spec("vit_l_histopathology_decoder", "oIs6VSmkOp7XrKF",
-              "xxh128:46aab7765d4400e039772d5a50b55c04", "PathoSAM ViT-L AIS decoder"),
-        _spec("vit_h_histopathology_decoder", "1qAKxy5H0jgwZvM",
-              "xxh128:3ed9f87e46ad5e16935bd8d722c8dc47", "PathoSAM ViT-H AIS decoder"),
-        _spec("vit_b_histopathology_semantic_segmentation_decoder", "TFbI25UZoixd1hi",
-              "sha256:bdd05a55c72c02abce72a7aa6885c6ec21df9c43fda9cf3c5d11ef5788de0ab0",
-              "PathoSAM PanNuke 6-class semantic decoder (ViT-B)"),
+        _spec(
+            "vit_b_histopathology",
+            "sBB4H8CTmIoBZsQ",
+            "xxh128:ffd1a2cd84570458b257bd95fdd8f974",
+            "PathoSAM ViT-B SAM weights",
+        ),
+        _spec(
+            "vit_l_histopathology",
+            "IZgnn1cpBq2PHod",
+            "xxh128:b591833c89754271023e901281dee3f2",
+            "PathoSAM ViT-L SAM weights",
+        ),
+        _spec(
+            "vit_h_histopathology",
+            "L7AcvVz7DoWJ2RZ",
+            "xxh128:bd1856dafc156a43fb3aa705f1a6e92e",
+            "PathoSAM ViT-H SAM weights",
+        ),
+        _spec(
+            "vit_b_histopathology_decoder",
+            "KO9AWqynI7SFOBj",
+            "xxh128:6a66194dcb6e36199cbee2214ecf7213",
+            "PathoSAM ViT-B AIS decoder",
+        ),
+        _spec(
+            "vit_l_histopathology_decoder",
+            "oIs6VSmkOp7XrKF",
+            "xxh128:46aab7765d4400e039772d5a50b55c04",
+            "PathoSAM ViT-L AIS decoder",
+        ),
+        _spec(
+            "vit_h_histopathology_decoder",
+            "1qAKxy5H0jgwZvM",
+            "xxh128:3ed9f87e46ad5e16935bd8d722c8dc47",
+            "PathoSAM ViT-H AIS decoder",
+        ),
+        _spec(
+            "vit_b_histopathology_semantic_segmentation_decoder",
+            "TFbI25UZoixd1hi",
+            "sha256:bdd05a55c72c02abce72a7aa6885c6ec21df9c43fda9cf3c5d11ef5788de0ab0",
+            "PathoSAM PanNuke 6-class semantic decoder (ViT-B)",
+        ),
     )
 }
 """Registry name (= cache file name, as micro-sam / patho-sam) -> published file."""
@@ -156,7 +183,9 @@ def _get(name: str) -> WeightSpec:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown weight file {name!r}; expected one of {sorted(REGISTRY)}") from None
+        raise ConfigError(
+            f"unknown weight file {name!r}; expected one of {sorted(REGISTRY)}"
+        ) from None
 
 
 def _fix_hint(spec: WeightSpec, path: Path) -> str:
@@ -255,10 +284,11 @@ def _stream(
 ) -> None:
     """Copy the HTTP body into ``out`` while updating the hashes, with a progress bar."""
     try:
-        with urllib.request.urlopen(spec.url, timeout=_TIMEOUT_S) as response:  # noqa: S310
+        with urllib.request.urlopen(spec.url, timeout=_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.name,
-                      disable=not progress) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=spec.name, disable=not progress
+            ) as bar:
                 while chunk := response.read(_CHUNK_BYTES):
                     out.write(chunk)
                     for h in hashes:

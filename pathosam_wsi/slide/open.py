@@ -116,7 +116,11 @@ class Slide:
         self.vendor = props.get("tiffslide.vendor") or "generic-tiff"
         mpp_x = props.get("tiffslide.mpp-x")
         self._meta_mpp = _plausible(float(mpp_x)) if mpp_x else None
-        self._check_truncation()
+        try:
+            self._check_truncation()
+        except SlideReadError:
+            self._ts.close()
+            raise
 
     def _check_truncation(self) -> None:
         """Every tile of every level must lie inside the file, else the file is truncated."""
@@ -172,6 +176,11 @@ class Slide:
         """Release the file handle."""
         if self._ts is not None:
             self._ts.close()
+            self._ts = None
+
+    def __del__(self) -> None:
+        # Slides cached per worker thread are dropped with the thread; close them explicitly.
+        self.close()
 
 
 def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:

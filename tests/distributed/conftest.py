@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 import zarr
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from pathosam_wsi.config import RunConfig
 
 TILE_ARGS = ["--tile", "128", "--halo", "32", "--no-tissue-mask", "--blocks-per-task", "2", "-q"]
 
@@ -52,3 +59,47 @@ def synthetic_slides(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three small synthetic slides (different seeds)."""
     d = tmp_path_factory.mktemp("slides")
     return [write_synthetic_slide(d / f"syn{i}.tif", seed=i) for i in range(3)]
+
+
+def small_config(blocks_per_task: int = 2) -> RunConfig:
+    """128-px blocks with a 32-px halo, every block processed."""
+    from pathosam_wsi.config import RunConfig, TilingConfig, TissueConfig
+
+    return RunConfig(tiling=TilingConfig(tile_px=128, halo_px=32),
+                     tissue=TissueConfig(enabled=False), blocks_per_task=blocks_per_task, threads=2)
+
+
+@pytest.fixture(scope="session")
+def reference_outputs(synthetic_slides: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Single-process (threaded scheduler) outputs of the synthetic slides: OUT/<stem>/."""
+    from pathosam_wsi.pipeline.segment import segment_slide
+
+    out = tmp_path_factory.mktemp("reference")
+    for path in synthetic_slides:
+        segment_slide(path, out, small_config())
+    return out
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    """A LocalCluster of two single-threaded worker processes (shared by a test module)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+def write_manifest(path: Path, slides: list[Path], bad: Path | None = None) -> Path:
+    """CSV manifest of the slides (ids from file names) plus an optional corrupt one."""
+    rows = ["path,slide_id"] + [f"{p},{p.stem}" for p in slides]
+    if bad is not None:
+        rows.append(f"{bad},bad")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def corrupt_copy(src: Path, dst: Path) -> Path:
+    """A truncated copy of a TIFF named like a slide."""
+    dst.write_bytes(src.read_bytes()[:300])
+    return dst

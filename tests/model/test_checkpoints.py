@@ -41,19 +41,25 @@ def _tiny_sam_file(tmp_path: Path, kwargs: dict, layout: str) -> tuple[Path, dic
 
 
 @pytest.mark.parametrize("layout", ["plain", "model_state"])
-def test_encoder_layouts_load_strictly(tmp_path: Path, tiny_encoder_kwargs: dict, layout: str) -> None:
+def test_encoder_layouts_load_strictly(
+    tmp_path: Path, tiny_encoder_kwargs: dict, layout: str
+) -> None:
     path, expected = _tiny_sam_file(tmp_path, tiny_encoder_kwargs, layout)
     encoder = load_image_encoder(path, "vit_b", **tiny_encoder_kwargs)
     assert state_dict_sha256(encoder.state_dict()) == state_dict_sha256(expected)
     assert not encoder.training
 
 
-def test_encoder_missing_and_unexpected_keys_listed(tmp_path: Path, tiny_encoder_kwargs: dict) -> None:
+def test_encoder_missing_and_unexpected_keys_listed(
+    tmp_path: Path, tiny_encoder_kwargs: dict
+) -> None:
     path, _ = _tiny_sam_file(tmp_path, tiny_encoder_kwargs, "plain")
     sd = torch.load(path, weights_only=True)
     del sd["image_encoder.neck.3.bias"]
     sd["image_encoder.extra.weight"] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match=r"missing \['neck.3.bias'\].*unexpected \['extra.weight'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"missing \['neck.3.bias'\].*unexpected \['extra.weight'\]"
+    ):
         load_image_encoder(sd, "vit_b", **tiny_encoder_kwargs)
 
 
@@ -167,6 +173,8 @@ def test_full_vit_b_generated_checkpoint_loads(tmp_path: Path) -> None:
     expected = encoder_state_dict(synthetic_sam_state_dict("vit_b"))
     assert state_dict_sha256(encoder.state_dict()) == state_dict_sha256(expected)
     decoder = load_decoder(dec, 3)
-    assert state_dict_sha256(decoder.state_dict()) == state_dict_sha256(synthetic_decoder_state_dict())
+    assert state_dict_sha256(decoder.state_dict()) == state_dict_sha256(
+        synthetic_decoder_state_dict()
+    )
     with pytest.raises(CheckpointError, match="vit_b encoder, expected vit_l"):
         load_image_encoder(sam, "vit_l")

@@ -38,14 +38,18 @@ def test_unknown_names_rejected() -> None:
     assert result.exit_code == 2
     assert "unknown name 'vit_z'" in result.output
     assert resolve_weight_names(("vit_l_histopathology", "vit_l_histopathology_decoder")) == [
-        "vit_l_histopathology", "vit_l_histopathology_decoder"]
+        "vit_l_histopathology",
+        "vit_l_histopathology_decoder",
+    ]
 
 
 def test_download_failure_is_a_clean_error(tmp_path: Path, monkeypatch) -> None:
     from pathosam_wsi.model import weights
 
     monkeypatch.setenv("PATHOSAM_WSI_CACHE", str(tmp_path))
-    spec = weights.WeightSpec("vit_b_histopathology_decoder", "http://127.0.0.1:9/none", "sha256:00", "")
+    spec = weights.WeightSpec(
+        "vit_b_histopathology_decoder", "http://127.0.0.1:9/none", "sha256:00", ""
+    )
     monkeypatch.setitem(weights.REGISTRY, spec.name, spec)
     result = CliRunner().invoke(models, ["download", "--quiet", spec.name])
     assert result.exit_code == 1
@@ -61,7 +65,8 @@ def test_attaches_to_a_main_group() -> None:
 
     main.add_command(models)
     result = CliRunner().invoke(main, ["models", "--help"])
-    assert result.exit_code == 0 and "make-test-checkpoint" in result.output
+    assert result.exit_code == 0
+    assert "make-test-checkpoint" in result.output
 
 
 @pytest.mark.slow

@@ -16,19 +16,24 @@ from pathosam_wsi.model.pathosam import PANNUKE_CLASSES, build_pathosam, build_t
 def test_models_registered() -> None:
     import pathosam_wsi.model.pathosam  # noqa: F401
 
-    for name in ("vit_b_histopathology", "vit_l_histopathology", "vit_h_histopathology",
-                 "sam_tiny_random"):
+    for name in (
+        "vit_b_histopathology",
+        "vit_l_histopathology",
+        "vit_h_histopathology",
+        "sam_tiny_random",
+    ):
         assert name in base._BUILDERS
 
 
 def test_tiny_model_predict(he_tile) -> None:
     model = build_tiny_random(ModelConfig(name="sam_tiny_random", device="cpu"), 0.25)
-    assert model.name == "sam_tiny_random" and model.class_names is None
+    assert model.name == "sam_tiny_random"
+    assert model.class_names is None
     tiles = [he_tile(512, 512, 0), he_tile(200, 384, 1)]
     out = model.predict(tiles)
     assert [o.ais.shape for o in out] == [(3, 512, 512), (3, 200, 384)]
     assert all(o.semantic is None and o.ais.dtype == np.float32 for o in out)
-    assert all(0.0 <= o.ais.min() and o.ais.max() <= 1.0 for o in out)
+    assert all(o.ais.min() >= 0.0 and o.ais.max() <= 1.0 for o in out)
 
 
 def test_tiny_model_with_classes(he_tile) -> None:
@@ -37,13 +42,17 @@ def test_tiny_model_with_classes(he_tile) -> None:
     assert model.class_names == PANNUKE_CLASSES
     assert PANNUKE_CLASSES[1:] == ("neoplastic", "inflammatory", "connective", "dead", "epithelial")
     (out,) = model.predict([he_tile(256, 320, 2)])
-    assert out.semantic is not None and out.semantic.shape == (6, 256, 320)
+    assert out.semantic is not None
+    assert out.semantic.shape == (6, 256, 320)
     assert out.semantic.dtype == np.float32
 
 
 def test_missing_local_file_is_a_checkpoint_error(tmp_path: Path) -> None:
-    config = ModelConfig(name="vit_b_histopathology", checkpoint=str(tmp_path / "none.pt"),
-                         decoder=str(tmp_path / "none_dec.pt"))
+    config = ModelConfig(
+        name="vit_b_histopathology",
+        checkpoint=str(tmp_path / "none.pt"),
+        decoder=str(tmp_path / "none_dec.pt"),
+    )
     with pytest.raises(CheckpointError, match="does not exist"):
         build_pathosam(config, 0.25)
 
@@ -65,10 +74,18 @@ def test_vit_b_end_to_end_with_generated_checkpoint(tmp_path: Path, he_tile) -> 
 
     sam, dec, sem = tmp_path / "sam.pt", tmp_path / "dec.pt", tmp_path / "sem.pt"
     write_test_checkpoint(sam, dec, sem)
-    config = ModelConfig(name="vit_b_histopathology", checkpoint=str(sam), decoder=str(dec),
-                         semantic_decoder=str(sem), classes=True, device="cpu", batch_size=1)
+    config = ModelConfig(
+        name="vit_b_histopathology",
+        checkpoint=str(sam),
+        decoder=str(dec),
+        semantic_decoder=str(sem),
+        classes=True,
+        device="cpu",
+        batch_size=1,
+    )
     model = build_pathosam(config, 0.25)
     (out,) = model.predict([he_tile(512, 512, 0)])
     assert out.ais.shape == (3, 512, 512)
-    assert out.semantic is not None and out.semantic.shape == (6, 512, 512)
+    assert out.semantic is not None
+    assert out.semantic.shape == (6, 512, 512)
     assert np.isfinite(out.ais).all()

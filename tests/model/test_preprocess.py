@@ -1,4 +1,4 @@
-"""Preprocessing and map resizing against the reference formulas (pathosam-reference.md §3, §4.3)."""
+"""Preprocessing and map resizing against the reference (pathosam-reference.md §3, §4.3)."""
 
 from __future__ import annotations
 
@@ -43,8 +43,13 @@ def test_minmax_stretch_reference_cases() -> None:
 
 @pytest.mark.parametrize(
     ("hw", "expected"),
-    [((512, 512), (1024, 1024)), ((448, 512), (896, 1024)), ((448, 296), (1024, 677)),
-     ((1024, 1024), (1024, 1024)), ((100, 3), (1024, 31))],
+    [
+        ((512, 512), (1024, 1024)),
+        ((448, 512), (896, 1024)),
+        ((448, 296), (1024, 677)),
+        ((1024, 1024), (1024, 1024)),
+        ((100, 3), (1024, 31)),
+    ],
 )
 def test_resized_shape(hw: tuple[int, int], expected: tuple[int, int]) -> None:
     assert resized_shape(*hw) == expected
@@ -62,11 +67,13 @@ def test_resize_is_pil_bilinear(he_tile) -> None:
 def test_normalize_and_pad() -> None:
     resized = np.full((10, 20, 3), 200, np.uint8)
     x = normalize_and_pad(resized, 32)
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert x.shape == (3, 32, 32)
+    assert x.dtype == torch.float32
     for c in range(3):
         expected = (np.float32(200) - np.float32(SAM_PIXEL_MEAN[c])) / np.float32(SAM_PIXEL_STD[c])
         assert x[c, :10, :20].eq(float(expected)).all()
-    assert x[:, 10:, :].eq(0).all() and x[:, :, 20:].eq(0).all()  # zeros after normalisation
+    assert x[:, 10:, :].eq(0).all()
+    assert x[:, :, 20:].eq(0).all()
 
 
 def test_preprocess_tile_modes(he_tile) -> None:
@@ -91,7 +98,8 @@ def test_preprocess_tiles_mixed_sizes(he_tile) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 4), np.uint8)]
+    "bad",
+    [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 4), np.uint8)],
 )
 def test_bad_tiles_rejected(bad: np.ndarray) -> None:
     with pytest.raises(ConfigError, match="uint8"):

@@ -22,17 +22,21 @@ def _runner(enc_kwargs: dict, dec_kwargs: dict, **kwargs) -> InferenceRunner:
     decoder.load_state_dict(deterministic_state_dict(decoder.state_dict(), 4, std=0.2))
     semantic = AISDecoder(6, False, **dec_kwargs)
     semantic.load_state_dict(deterministic_state_dict(semantic.state_dict(), 5, std=0.2))
-    return InferenceRunner(encoder, {"ais": decoder, "semantic": semantic}, target_px=256,
-                           device="cpu", **kwargs)
+    return InferenceRunner(
+        encoder, {"ais": decoder, "semantic": semantic}, target_px=256, device="cpu", **kwargs
+    )
 
 
-def test_output_independent_of_batch_composition(tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile) -> None:
+def test_output_independent_of_batch_composition(
+    tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile
+) -> None:
     run = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=3)
     tiles = [he_tile(512, 512, 1), he_tile(300, 512, 2), np.full((512, 400, 3), 240, np.uint8)]
     together = run.predict(tiles)
     alone = [run.predict([t])[0] for t in tiles]
     for t, a, b in zip(tiles, together, alone, strict=True):
-        assert a["ais"].shape == (3, *t.shape[:2]) and a["ais"].dtype == np.float32
+        assert a["ais"].shape == (3, *t.shape[:2])
+        assert a["ais"].dtype == np.float32
         assert a["semantic"].shape == (6, *t.shape[:2])
         assert np.abs(a["ais"] - b["ais"]).max() < 1e-5
         assert np.abs(a["semantic"] - b["semantic"]).max() < 1e-5
@@ -40,7 +44,9 @@ def test_output_independent_of_batch_composition(tiny_encoder_kwargs, tiny_decod
     assert together[0]["ais"].std() > 1e-3
 
 
-def test_batch_mode_emulation_depends_on_batch(tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile) -> None:
+def test_batch_mode_emulation_depends_on_batch(
+    tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile
+) -> None:
     run = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=2, batchnorm="batch")
     tiles = [he_tile(256, 256, 1), np.full((256, 256, 3), 240, np.uint8)]
     together = run.predict(tiles)
@@ -49,7 +55,9 @@ def test_batch_mode_emulation_depends_on_batch(tiny_encoder_kwargs, tiny_decoder
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_reduced_precision_close_to_fp32(tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile, precision) -> None:
+def test_reduced_precision_close_to_fp32(
+    tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile, precision
+) -> None:
     tiles = [he_tile(256, 256, 3)]
     ref = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=1).predict(tiles)[0]["ais"]
     low = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=1, precision=precision)
@@ -78,12 +86,15 @@ def test_auto_batch_size_is_remembered_and_halved_on_oom(
     monkeypatch.setattr(run, "_forward", limited)
     out = run.predict([he_tile(128, 128, i) for i in range(5)])
     assert len(out) == 5
-    assert seen[:2] == [5, 4] and set(seen[2:]) <= {2, 1}
+    assert seen[:2] == [5, 4]
+    assert set(seen[2:]) <= {2, 1}
     assert runner_mod._BATCH_MEMO[("cpu", "tiny-oom")] == 2
     assert run.batch_size() == 2
 
 
-def test_oom_at_batch_one_propagates(tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile, monkeypatch) -> None:
+def test_oom_at_batch_one_propagates(
+    tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile, monkeypatch
+) -> None:
     run = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=1)
 
     def broken(pixels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -29,7 +29,9 @@ def test_import_without_torchvision_in_fresh_process() -> None:
     assert out.stdout.split() == ["False", "ImageEncoderViT"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision present")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is not None, reason="torchvision present"
+)
 def test_plain_import_needs_torchvision() -> None:
     # Proves the skeleton trick is needed: the package __init__ imports torchvision.
     code = "import segment_anything"

@@ -29,8 +29,11 @@ def test_sam_vit_b_checksum_matches_reference() -> None:
 
 
 def test_rule_details() -> None:
-    template = {"b.running_var": ((4,), torch.float32), "a.weight": ((2, 3), torch.float32),
-                "c.num_batches_tracked": ((), torch.int64)}
+    template = {
+        "b.running_var": ((4,), torch.float32),
+        "a.weight": ((2, 3), torch.float32),
+        "c.num_batches_tracked": ((), torch.int64),
+    }
     sd = deterministic_state_dict(template, 10, std=0.5)
     assert list(sd) == list(template)  # template order kept
     # seeds follow the sorted order: a.weight -> 10, b.running_var -> 11
@@ -38,7 +41,8 @@ def test_rule_details() -> None:
     assert torch.equal(sd["a.weight"], torch.randn((2, 3), generator=g) * 0.5)
     g = torch.Generator().manual_seed(11)
     assert torch.equal(sd["b.running_var"], 1.0 + (torch.randn(4, generator=g) * 0.5).abs())
-    assert sd["c.num_batches_tracked"].dtype == torch.int64 and sd["c.num_batches_tracked"] == 0
+    assert sd["c.num_batches_tracked"].dtype == torch.int64
+    assert sd["c.num_batches_tracked"] == 0
 
 
 def test_overrides_and_tensor_templates() -> None:
@@ -56,5 +60,8 @@ def test_checksum_sensitive_to_values_and_names() -> None:
     sd["out_conv.bias"] = sd["out_conv.bias"].clone()
     sd["out_conv.bias"][0] += 1e-6
     assert state_dict_sha256(sd) != DECODER_SHA256
-    renamed = {("x" + k if k == "out_conv.bias" else k): v for k, v in synthetic_decoder_state_dict().items()}
+    renamed = {
+        ("x" + k if k == "out_conv.bias" else k): v
+        for k, v in synthetic_decoder_state_dict().items()
+    }
     assert state_dict_sha256(renamed) != DECODER_SHA256

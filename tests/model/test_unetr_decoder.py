@@ -11,17 +11,28 @@ from pathosam_wsi.model.unetr_decoder import AISDecoder
 
 # pathosam-reference.md §2.3, conv-transpose variant: key -> shape.
 _COMMON = {
-    "decoder.blocks.0.block.1.weight": (256, 512, 3, 3), "decoder.blocks.0.block.1.bias": (256,),
-    "decoder.blocks.0.block.4.weight": (256, 256, 3, 3), "decoder.blocks.0.block.4.bias": (256,),
-    "decoder.blocks.1.block.1.weight": (128, 256, 3, 3), "decoder.blocks.1.block.1.bias": (128,),
-    "decoder.blocks.1.block.4.weight": (128, 128, 3, 3), "decoder.blocks.1.block.4.bias": (128,),
-    "decoder.blocks.2.block.1.weight": (64, 128, 3, 3), "decoder.blocks.2.block.1.bias": (64,),
-    "decoder.blocks.2.block.4.weight": (64, 64, 3, 3), "decoder.blocks.2.block.4.bias": (64,),
-    "base.block.1.weight": (512, 256, 3, 3), "base.block.1.bias": (512,),
-    "base.block.4.weight": (512, 512, 3, 3), "base.block.4.bias": (512,),
-    "decoder_head.block.1.weight": (64, 128, 3, 3), "decoder_head.block.1.bias": (64,),
-    "decoder_head.block.4.weight": (64, 64, 3, 3), "decoder_head.block.4.bias": (64,),
-    "out_conv.weight": (3, 64, 1, 1), "out_conv.bias": (3,),
+    "decoder.blocks.0.block.1.weight": (256, 512, 3, 3),
+    "decoder.blocks.0.block.1.bias": (256,),
+    "decoder.blocks.0.block.4.weight": (256, 256, 3, 3),
+    "decoder.blocks.0.block.4.bias": (256,),
+    "decoder.blocks.1.block.1.weight": (128, 256, 3, 3),
+    "decoder.blocks.1.block.1.bias": (128,),
+    "decoder.blocks.1.block.4.weight": (128, 128, 3, 3),
+    "decoder.blocks.1.block.4.bias": (128,),
+    "decoder.blocks.2.block.1.weight": (64, 128, 3, 3),
+    "decoder.blocks.2.block.1.bias": (64,),
+    "decoder.blocks.2.block.4.weight": (64, 64, 3, 3),
+    "decoder.blocks.2.block.4.bias": (64,),
+    "base.block.1.weight": (512, 256, 3, 3),
+    "base.block.1.bias": (512,),
+    "base.block.4.weight": (512, 512, 3, 3),
+    "base.block.4.bias": (512,),
+    "decoder_head.block.1.weight": (64, 128, 3, 3),
+    "decoder_head.block.1.bias": (64,),
+    "decoder_head.block.4.weight": (64, 64, 3, 3),
+    "decoder_head.block.4.bias": (64,),
+    "out_conv.weight": (3, 64, 1, 1),
+    "out_conv.bias": (3,),
 }
 for _i, _c in zip((1, 2, 3, 4), (512, 256, 128, 64), strict=True):
     _COMMON[f"deconv{_i}.block.1.block.weight"] = (_c, _c, 3, 3)
@@ -31,9 +42,14 @@ for _i, _c in zip((1, 2, 3, 4), (512, 256, 128, 64), strict=True):
     _COMMON[f"deconv{_i}.block.2.num_batches_tracked"] = ()
 # (module, in, out) of the five kinds of upsamplers.
 _UPSAMPLERS = [
-    ("decoder.samplers.0", 512, 256), ("decoder.samplers.1", 256, 128),
-    ("decoder.samplers.2", 128, 64), ("deconv1.block.0", 256, 512), ("deconv2.block.0", 512, 256),
-    ("deconv3.block.0", 256, 128), ("deconv4.block.0", 128, 64), ("deconv_out", 64, 64),
+    ("decoder.samplers.0", 512, 256),
+    ("decoder.samplers.1", 256, 128),
+    ("decoder.samplers.2", 128, 64),
+    ("deconv1.block.0", 256, 512),
+    ("deconv2.block.0", 512, 256),
+    ("deconv3.block.0", 256, 128),
+    ("deconv4.block.0", 128, 64),
+    ("deconv_out", 64, 64),
 ]
 
 
@@ -84,7 +100,8 @@ def test_forward_shape_and_range(conv_transpose: bool) -> None:
         y = decoder(torch.randn(2, 32, 4, 4))
         logits = decoder(torch.randn(2, 32, 4, 4), activation=False)
     assert y.shape == (2, 3, 64, 64)
-    assert 0.0 <= y.min().item() and y.max().item() <= 1.0
+    assert y.min().item() >= 0.0
+    assert y.max().item() <= 1.0
     assert logits.min().item() < 0.0 or logits.max().item() > 1.0
 
 

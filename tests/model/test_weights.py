@@ -22,7 +22,7 @@ from pathosam_wsi.model.weights import WeightSpec, cache_dir, fetch_weights, ver
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -50,14 +50,21 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def _publish(server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, name: str, algo: str,
-             corrupt: bool = False) -> bytes:
+def _publish(
+    server: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    algo: str,
+    corrupt: bool = False,
+) -> bytes:
     """Serve a generated decoder checkpoint under ``name`` and register its hash."""
     url, root = server
     path = root / f"{name}.bin"
     torch.save(synthetic_decoder_state_dict(), path)
     data = path.read_bytes()
-    digest = xxhash.xxh128(data).hexdigest() if algo == "xxh128" else hashlib.sha256(data).hexdigest()
+    digest = (
+        xxhash.xxh128(data).hexdigest() if algo == "xxh128" else hashlib.sha256(data).hexdigest()
+    )
     if corrupt:
         path.write_bytes(data[:-10] + b"0123456789")
     spec = WeightSpec(name, f"{url}/{name}.bin", f"{algo}:{digest}", "test file")
@@ -97,12 +104,16 @@ def test_offline_error_names_file_url_and_place(cache: Path, monkeypatch) -> Non
     with socket.socket() as s:  # a port that nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    spec = WeightSpec("vit_l_histopathology", f"http://127.0.0.1:{port}/x", "xxh128:" + "0" * 32, "t")
+    spec = WeightSpec(
+        "vit_l_histopathology", f"http://127.0.0.1:{port}/x", "xxh128:" + "0" * 32, "t"
+    )
     monkeypatch.setitem(weights.REGISTRY, spec.name, spec)
     with pytest.raises(CheckpointError) as info:
         fetch_weights(spec.name, progress=False)
     expected_place = cache / spec.name
-    assert f"download vit_l_histopathology from {spec.url} and put it at {expected_place}" in str(info.value)
+    assert f"download vit_l_histopathology from {spec.url} and put it at {expected_place}" in str(
+        info.value
+    )
     assert not cache.exists() or list(cache.iterdir()) == []
 
 
@@ -144,6 +155,7 @@ def test_registry_contents() -> None:
     assert reg["vit_b_histopathology"].hash == "xxh128:ffd1a2cd84570458b257bd95fdd8f974"
     assert reg["vit_h_histopathology_decoder"].url.endswith("/1qAKxy5H0jgwZvM/download")
     semantic = reg["vit_b_histopathology_semantic_segmentation_decoder"]
-    assert semantic.algorithm == "sha256" and semantic.digest.startswith("bdd05a55")
+    assert semantic.algorithm == "sha256"
+    assert semantic.digest.startswith("bdd05a55")
     assert set(weights.MODEL_FILES) == {f"vit_{s}_histopathology" for s in "blh"}
     assert all(f in reg for files in weights.MODEL_FILES.values() for f in files.values())

@@ -109,7 +109,9 @@ def _density_picture(
     per_mm2 = ndi.gaussian_filter(counts, sigma) / (cell_um * cell_um) * 1e6
     top = float(np.percentile(per_mm2[per_mm2 > 0], 99)) if (per_mm2 > 0).any() else 1.0
     frac = np.clip(per_mm2 / max(top, 1e-9), 0, 1)
-    alpha = np.where(frac > 0.03, 0.55 * np.sqrt(frac), 0.0)[..., None]
+    # Heat only over tissue (non-white pixels, slightly grown), so smoothing does not tint glass.
+    tissue = ndi.binary_dilation(thumb.min(axis=2) < 225, iterations=2)
+    alpha = np.where((frac > 0.03) & tissue, 0.55 * np.sqrt(frac), 0.0)[..., None]
     mixed = thumb.astype(np.float64) * (1 - alpha) + colour_map(frac).astype(np.float64) * alpha
     h, w = thumb.shape[:2]
     bar_h = 28

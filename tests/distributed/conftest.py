@@ -101,5 +101,6 @@ def write_manifest(path: Path, slides: list[Path], bad: Path | None = None) -> P
 
 def corrupt_copy(src: Path, dst: Path) -> Path:
     """A truncated copy of a TIFF named like a slide."""
-    dst.write_bytes(src.read_bytes()[:300])
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
     return dst

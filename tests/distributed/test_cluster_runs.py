@@ -85,5 +85,4 @@ def test_worker_sigkill_mid_run(client: Client, tmp_path: Path) -> None:
     assert killed
     assert result.nuclei == reference.nuclei
     assert_same_outputs(tmp_path / "ref" / "big", tmp_path / "out" / "big")
-    client.wait_for_workers(2, timeout=60)
     assert killed[0] not in client.run(os.getpid).values()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pathosam_wsi.model.checkpoints import encoder_state_dict, load_decoder, load_image_encoder
+from pathosam_wsi.model.checkpoints import load_decoder, load_image_encoder
 from pathosam_wsi.model.preprocess import postprocess_maps, preprocess_tiles
 from pathosam_wsi.model.sam_encoder import disable_sdpa_attention
 from pathosam_wsi.model.synthetic_weights import (
@@ -68,9 +68,7 @@ def _timed(fn: Any, repeats: int) -> tuple[list[float], Any]:
 
 
 def run(precisions: list[str], repeats: int, sdpa: bool) -> dict[str, Any]:
-    encoder = load_image_encoder(
-        encoder_state_dict(synthetic_sam_state_dict("vit_b")), "vit_b", sdpa=sdpa
-    )
+    encoder = load_image_encoder(synthetic_sam_state_dict("vit_b"), "vit_b", sdpa=sdpa)
     if not sdpa:
         disable_sdpa_attention(encoder)
     decoder = load_decoder(synthetic_decoder_state_dict(), 3)

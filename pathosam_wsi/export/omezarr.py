@@ -1,8 +1,8 @@
 """Nucleus labels as an OME-NGFF 0.4 label image (zarr v2), written chunk by chunk.
 
 Layout: ``labels.ome.zarr/labels/nuclei/s0..sK``. Level k keeps every 2^k-th pixel starting at
-offset 2^k // 2 (nearest-neighbour, ids are never blended), so its translation is half a level-0
-pixel. Each core block maps to exactly one chunk per level, so blocks never write the same chunk.
+offset 2^k // 2 (nearest-neighbour, ids are never blended), so its translation is (2^k // 2)
+level-0 pixels (index = pixel centre, as ome-zarr's own pyramids). Each core block maps to exactly one chunk per level, so blocks never write the same chunk.
 Scale is in micrometres, so the labels overlay the slide in any NGFF viewer.
 """
 
@@ -71,7 +71,7 @@ def create_label_image(
             compressors=_COMPRESSOR,
             config={"write_empty_chunks": False},
         )
-        offset_um = 0.0 if f == 1 else 0.5 * mpp
+        offset_um = (f // 2) * mpp  # level-k pixel i samples level-0 pixel i*f + f//2
         datasets.append(
             {
                 "path": f"s{k}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -52,7 +53,7 @@ def test_rerun_skips_finished_and_resumes_blocks(
     run_json = (out / "syn2" / "run.json").read_bytes()
     shutil.rmtree(out / "syn0")
     shutil.rmtree(out / "syn1")
-    config = small_config(blocks_per_task=1)
+    config = dataclasses.replace(small_config(blocks_per_task=1), threads=1)
     with pytest.raises(_Crash):
         segment_slide(synthetic_slides[1], out, config, on_progress=_crash_after_first_batch)
     kept = len(list((out / "syn1.partial" / "blocks").glob("*.npz")))

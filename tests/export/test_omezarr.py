@@ -34,8 +34,6 @@ def test_level0_pixel_centres_map_to_slide_pixel_centres(result_dir: Path) -> No
     np.testing.assert_allclose(ij * scale + trans, slide_world)
 
 
-@pytest.mark.xfail(strict=True, reason="omezarr.py gives every level k >= 1 translation 0.5 mpp; "
-                   "nearest sampling at level-0 pixel i*2^k + 2^k//2 needs (2^k//2) mpp")
 def test_coarser_levels_sit_on_their_level0_samples(result_dir: Path) -> None:
     ms = _multiscales(result_dir)
     mpp = ms["datasets"][0]["coordinateTransformations"][0]["scale"][0]

@@ -45,7 +45,9 @@ def describe_slide(path: Path, mpp: float | None = None) -> str:
     slide = open_slide(path, mpp)
     lines = [f"file      {path}", f"vendor    {slide.vendor}"]
     lines.append(f"mpp       {slide.mpp if slide.mpp is not None else 'unknown (pass --mpp)'}")
-    for i, ((w, h), ds) in enumerate(zip(slide.level_dimensions, slide.level_downsamples, strict=True)):
+    for i, ((w, h), ds) in enumerate(
+        zip(slide.level_dimensions, slide.level_downsamples, strict=True)
+    ):
         level_mpp = f"{slide.mpp * ds:.4f} µm/px" if slide.mpp else "?"
         lines.append(f"level {i}   {w} x {h} px  downsample {ds:g}  {level_mpp}")
     slide.close()
@@ -53,6 +55,8 @@ def describe_slide(path: Path, mpp: float | None = None) -> str:
         config = RunConfig(slide=SlideConfig(mpp=mpp))
         _, _, _, grid = plan_slide(path, ".", config)
         rows, cols = grid.shape
-        lines.append(f"blocks    {len(grid)} ({rows} x {cols}) of {config.tiling.tile_px} px "
-                     f"+ {config.tiling.halo_px} px halo at level 0")
+        lines.append(
+            f"blocks    {len(grid)} ({rows} x {cols}) of {config.tiling.tile_px} px "
+            f"+ {config.tiling.halo_px} px halo at level 0"
+        )
     return "\n".join(lines)

@@ -102,7 +102,7 @@ class ModelConfig:
     """Blocks per model call; None chooses from free device memory (1..8 on CPU)."""
     compile: bool = False
     intensity: str = "none"
-    """Input intensity handling: ``none`` (uint8 as trained) or ``per_tile_minmax`` (micro-sam >= 1.7)."""
+    """Input intensity: ``none`` (uint8 as trained) or ``per_tile_minmax`` (micro-sam >= 1.7)."""
     batchnorm: str = "per_tile"
     """Decoder BatchNorm statistics: ``per_tile`` (= reference at batch 1) or ``running``."""
 

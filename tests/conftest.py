@@ -43,9 +43,13 @@ def _make_rgb_and_labels() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]
     return rgb, _relabel(labels)
 
 
-def _drop_overlapping(centres: list[tuple[float, float]], min_dist: float) -> list[tuple[float, float]]:
+def _drop_overlapping(
+    centres: list[tuple[float, float]], min_dist: float
+) -> list[tuple[float, float]]:
     kept: list[tuple[float, float]] = []
-    for c in sorted(centres, key=lambda c: (c[0] in (128.3, 256.3, 384.3, 512.3, 640.3), c), reverse=True):
+    for c in sorted(
+        centres, key=lambda c: (c[0] in (128.3, 256.3, 384.3, 512.3, 640.3), c), reverse=True
+    ):
         if all((c[0] - k[0]) ** 2 + (c[1] - k[1]) ** 2 >= min_dist**2 for k in kept):
             kept.append(c)
     return kept

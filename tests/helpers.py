@@ -18,7 +18,9 @@ def same_partition(a: npt.NDArray[np.integer], b: npt.NDArray[np.integer]) -> bo
     return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
 
 
-def matched_fraction(pred: npt.NDArray[np.integer], gt: npt.NDArray[np.integer], iou: float = 0.5) -> float:
+def matched_fraction(
+    pred: npt.NDArray[np.integer], gt: npt.NDArray[np.integer], iou: float = 0.5
+) -> float:
     """Fraction of ground-truth objects with a prediction of IoU above ``iou``."""
     gt_ids = np.unique(gt)[1:]
     if gt_ids.size == 0:

@@ -33,13 +33,16 @@ def draw_nuclei(
     return np.clip(rgb, 0, 255).astype(np.uint8), labels
 
 
-def grid_centres(h: int, w: int, spacing_px: int, offset_px: int, jitter: float, seed: int) -> list[tuple[float, float]]:
+def grid_centres(
+    h: int, w: int, spacing_px: int, offset_px: int, jitter: float, seed: int
+) -> list[tuple[float, float]]:
     """Centres on a jittered grid, keeping 12 px from the image border."""
     rng = np.random.default_rng(seed)
-    out = []
-    for y in range(offset_px, h - 12, spacing_px):
-        for x in range(offset_px, w - 12, spacing_px):
-            out.append((y + rng.uniform(-jitter, jitter), x + rng.uniform(-jitter, jitter)))
+    out = [
+        (y + rng.uniform(-jitter, jitter), x + rng.uniform(-jitter, jitter))
+        for y in range(offset_px, h - 12, spacing_px)
+        for x in range(offset_px, w - 12, spacing_px)
+    ]
     return [(min(max(y, 12), h - 13), min(max(x, 12), w - 13)) for y, x in out]
 
 
@@ -47,16 +50,32 @@ def write_pyramid(
     path: Path, rgb: npt.NDArray[np.uint8], mpp: float | None, levels: int = 3, tile: int = 256
 ) -> Path:
     """Tiled pyramidal TIFF (zlib, lossless) with SubIFD levels and resolution tags."""
-    res = {} if mpp is None else {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
+    res = (
+        {}
+        if mpp is None
+        else {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
+    )
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
-        tif.write(rgb, photometric="rgb", tile=(tile, tile), compression="zlib",
-                  subifds=levels - 1, **res)
+        tif.write(
+            rgb, photometric="rgb", tile=(tile, tile), compression="zlib", subifds=levels - 1, **res
+        )
         img = rgb
         for k in range(1, levels):
             img = img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2]
-            img = img.reshape(img.shape[0] // 2, 2, img.shape[1] // 2, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
-            lres = {} if mpp is None else {
-                "resolution": (1e4 / (mpp * 2**k), 1e4 / (mpp * 2**k)), "resolutionunit": "CENTIMETER"}
-            tif.write(img, photometric="rgb", tile=(tile, tile), compression="zlib",
-                      subfiletype=1, **lres)
+            img = (
+                img.reshape(img.shape[0] // 2, 2, img.shape[1] // 2, 2, 3)
+                .mean(axis=(1, 3))
+                .astype(np.uint8)
+            )
+            lres = (
+                {}
+                if mpp is None
+                else {
+                    "resolution": (1e4 / (mpp * 2**k), 1e4 / (mpp * 2**k)),
+                    "resolutionunit": "CENTIMETER",
+                }
+            )
+            tif.write(
+                img, photometric="rgb", tile=(tile, tile), compression="zlib", subfiletype=1, **lres
+            )
     return path

@@ -24,7 +24,11 @@ def assert_clean_failure(code: int, output: str, out: Path, needle: str) -> None
     assert code == 2, output
     lines = [ln for ln in output.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], output
-    assert not any(p.is_dir() and not p.name.endswith(".partial") for p in out.glob("*")) if out.exists() else True
+    assert (
+        not any(p.is_dir() and not p.name.endswith(".partial") for p in out.glob("*"))
+        if out.exists()
+        else True
+    )
 
 
 def test_missing_file(tmp_path) -> None:
@@ -51,7 +55,9 @@ def test_truncated_tiff(synthetic_slide, tmp_path) -> None:
 def test_no_mpp_needs_mpp(no_mpp_slide, tmp_path) -> None:
     code, out = run("segment", str(no_mpp_slide), "-o", str(tmp_path / "out"), *ARGS)
     assert_clean_failure(code, out, tmp_path / "out", "pass --mpp")
-    code, out = run("segment", str(no_mpp_slide), "-o", str(tmp_path / "out"), "--mpp", "0.5", *ARGS)
+    code, out = run(
+        "segment", str(no_mpp_slide), "-o", str(tmp_path / "out"), "--mpp", "0.5", *ARGS
+    )
     assert code == 0, out
     assert (tmp_path / "out" / "nompp" / "run.json").exists()
 
@@ -80,8 +86,18 @@ def test_no_tissue_gives_valid_empty_outputs(blank_slide, tmp_path) -> None:
 
 
 def test_roi_outside_slide(synthetic_slide, tmp_path) -> None:
-    code, out = run("segment", str(synthetic_slide.path), "-o", str(tmp_path / "out"),
-                    "--roi", "5000", "5000", "100", "100", *ARGS)
+    code, out = run(
+        "segment",
+        str(synthetic_slide.path),
+        "-o",
+        str(tmp_path / "out"),
+        "--roi",
+        "5000",
+        "5000",
+        "100",
+        "100",
+        *ARGS,
+    )
     assert_clean_failure(code, out, tmp_path / "out", "outside the slide")
 
 
@@ -93,10 +109,15 @@ def test_existing_output_needs_overwrite(synthetic_slide, tmp_path) -> None:
     code, out = run("segment", str(synthetic_slide.path), "-o", str(out_dir), *roi, *ARGS)
     assert code == 2 and "--overwrite" in out
     assert (out_dir / "synthetic" / "run.json").read_bytes() == before
-    assert run("segment", str(synthetic_slide.path), "-o", str(out_dir), *roi, "--overwrite", *ARGS)[0] == 0
+    assert (
+        run("segment", str(synthetic_slide.path), "-o", str(out_dir), *roi, "--overwrite", *ARGS)[0]
+        == 0
+    )
 
 
-def test_killed_run_leaves_nothing_complete_and_resumes(synthetic_slide, tmp_path, monkeypatch) -> None:
+def test_killed_run_leaves_nothing_complete_and_resumes(
+    synthetic_slide, tmp_path, monkeypatch
+) -> None:
     import pathosam_wsi.pipeline.blocks as blocks
     from pathosam_wsi import RunConfig, segment_slide
     from pathosam_wsi.config import TilingConfig
@@ -119,11 +140,15 @@ def test_killed_run_leaves_nothing_complete_and_resumes(synthetic_slide, tmp_pat
     assert len(done) == 4
     monkeypatch.setattr(blocks, "block_arrays", real)
     result = segment_slide(synthetic_slide.path, tmp_path, config)
-    assert (result.output_dir / "run.json").exists() and not (tmp_path / "synthetic.partial").exists()
+    assert (result.output_dir / "run.json").exists() and not (
+        tmp_path / "synthetic.partial"
+    ).exists()
     fresh = segment_slide(synthetic_slide.path, tmp_path / "fresh", config)
     from tests.helpers import read_outputs
 
-    np.testing.assert_array_equal(read_outputs(result.output_dir)[0], read_outputs(fresh.output_dir)[0])
+    np.testing.assert_array_equal(
+        read_outputs(result.output_dir)[0], read_outputs(fresh.output_dir)[0]
+    )
 
 
 def test_info(synthetic_slide) -> None:

@@ -2,7 +2,8 @@
 
 Layout: ``labels.ome.zarr/labels/nuclei/s0..sK``. Level k keeps every 2^k-th pixel starting at
 offset 2^k // 2 (nearest-neighbour, ids are never blended), so its translation is (2^k // 2)
-level-0 pixels (index = pixel centre, as ome-zarr's own pyramids). Each core block maps to exactly one chunk per level, so blocks never write the same chunk.
+level-0 pixels (index = pixel centre, as ome-zarr's own pyramids). Each core block maps to
+exactly one chunk per level, so blocks never write the same chunk.
 Scale is in micrometres, so the labels overlay the slide in any NGFF viewer.
 """
 
@@ -104,11 +105,9 @@ def open_levels(path: Path) -> list[zarr.Array]:
     return [grp[d["path"]] for d in datasets]  # type: ignore[misc]
 
 
-def write_core(
-    levels: list[zarr.Array], core_px: BoxXYXY, labels: npt.NDArray[np.uint32]
-) -> None:
+def write_core(levels: list[zarr.Array], core_px: BoxXYXY, labels: npt.NDArray[np.uint32]) -> None:
     """Write one core block's labels (h, w) uint32 into every level (one chunk each)."""
-    x0, y0, x1, y1 = core_px
+    x0, y0 = core_px[0], core_px[1]
     for k, arr in enumerate(levels):
         f = 2**k
         sub = labels if f == 1 else labels[f // 2 :: f, f // 2 :: f]

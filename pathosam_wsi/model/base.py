@@ -90,7 +90,7 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 
 def _load_builtin_models() -> None:
     """Import the modules that register the built-in models."""
-    import pathosam_wsi.model.classical  # noqa: F401
+    import pathosam_wsi.model.classical
 
     try:
         import pathosam_wsi.model.pathosam  # noqa: F401

@@ -91,12 +91,13 @@ def _block_columns(
         cols["class_prob"] = d["class_prob"]
     cols.update({name: d[name] for name in FEATURE_COLUMNS})
     order = np.argsort(cols["nucleus_id"], kind="stable")  # type: ignore[arg-type]
-    return {k: (v.take(pa.array(order)) if isinstance(v, pa.Array) else np.asarray(v)[order]) for k, v in cols.items()}
+    return {
+        k: (v.take(pa.array(order)) if isinstance(v, pa.Array) else np.asarray(v)[order])
+        for k, v in cols.items()
+    }
 
 
-def write_table(
-    plan: SlidePlan, luts: Luts, path: Path, class_names: Sequence[str] | None
-) -> int:
+def write_table(plan: SlidePlan, luts: Luts, path: Path, class_names: Sequence[str] | None) -> int:
     """Write ``nuclei.parquet`` block by block (C-order), never holding the whole table."""
     writer = NucleusTableWriter(path, classes=class_names is not None)
     try:

@@ -96,7 +96,9 @@ def process_blocks(plan: SlidePlan, block_ids: Sequence[int]) -> list[dict[str, 
     return summaries
 
 
-def _summary(block_id: int, arrays: dict[str, npt.NDArray[Any]], timing: dict[str, float]) -> dict[str, Any]:
+def _summary(
+    block_id: int, arrays: dict[str, npt.NDArray[Any]], timing: dict[str, float]
+) -> dict[str, Any]:
     edge = arrays["at_halo_edge"]
     return {
         "block_id": block_id,

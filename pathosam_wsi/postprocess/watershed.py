@@ -1,7 +1,7 @@
 """PathoSAM's automatic-instance-segmentation post-processing on one block.
 
 A re-implementation of the non-tiled reference path (micro-sam ``InstanceSegmentationWithDecoder.
-generate`` -> torch-em ``watershed_from_center_and_boundary_distances``; pathosam-reference.md §7.1):
+generate`` -> torch-em ``watershed_from_center_and_boundary_distances``; reference spec §7.1):
 Gaussian smoothing of the three maps, strict thresholds, 8-connected seeds, a 4-connected seeded
 watershed on the smoothed boundary-distance map inside the foreground mask, optional size filter.
 """
@@ -30,9 +30,7 @@ def _gauss(image: npt.NDArray[np.float32], sigma_px: float) -> npt.NDArray[np.fl
     )
 
 
-def smooth_maps(
-    maps: npt.NDArray[np.float32], config: WatershedConfig
-) -> npt.NDArray[np.float32]:
+def smooth_maps(maps: npt.NDArray[np.float32], config: WatershedConfig) -> npt.NDArray[np.float32]:
     """Smooth the three AIS maps as the reference does.
 
     Parameters

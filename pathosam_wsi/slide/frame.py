@@ -67,22 +67,23 @@ class WorkingFrame:
         return _read_resampled(slide, self, box_px)
 
 
-def _read_resampled(
-    slide: Slide, frame: WorkingFrame, box_px: BoxXYXY
-) -> npt.NDArray[np.uint8]:
+def _read_resampled(slide: Slide, frame: WorkingFrame, box_px: BoxXYXY) -> npt.NDArray[np.uint8]:
     """Read around the box at the source level and resample it exactly onto the working grid."""
     scale = frame.downsample / frame.level_downsample
     x0, y0, x1, y1 = box_px
     lw, lh = slide.level_dimensions[frame.level]
     margin = math.ceil(scale) + 2
-    sx0, sy0 = max(int(x0 * scale) - margin, 0), max(int(y0 * scale) - margin, 0)
-    sx1 = min(math.ceil(x1 * scale) + margin, lw)
-    sy1 = min(math.ceil(y1 * scale) + margin, lh)
-    src = slide.read_level(frame.level, (sx0, sy0, sx1, sy1))
+    # Wanted source window; parts beyond the level (the last working pixel may overhang it by
+    # less than a pixel) are filled by edge replication, as a resize of the whole level would.
+    sx0, sy0 = int(x0 * scale) - margin, int(y0 * scale) - margin
+    sx1, sy1 = math.ceil(x1 * scale) + margin, math.ceil(y1 * scale) + margin
+    cx0, cy0, cx1, cy1 = max(sx0, 0), max(sy0, 0), min(sx1, lw), min(sy1, lh)
+    src = slide.read_level(frame.level, (cx0, cy0, cx1, cy1))
+    pad = ((cy0 - sy0, sy1 - cy1), (cx0 - sx0, sx1 - cx1), (0, 0))
+    if any(p for pair in pad for p in pair):
+        src = np.pad(src, pad, mode="edge")
     box = (x0 * scale - sx0, y0 * scale - sy0, x1 * scale - sx0, y1 * scale - sy0)
-    out = Image.fromarray(src).resize(
-        (x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=box
-    )
+    out = Image.fromarray(src).resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=box)
     return np.asarray(out)
 
 

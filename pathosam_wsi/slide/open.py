@@ -25,6 +25,7 @@ __all__ = ["Slide", "SlideHandle", "open_slide"]
 log = logging.getLogger(__name__)
 
 _PIL_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "\u00b5m": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 # Pixel sizes outside this range are treated as missing metadata (72 dpi JPEG tags, etc.).
 _PLAUSIBLE_MPP = (0.02, 50.0)
 
@@ -99,8 +100,8 @@ class Slide:
         self._meta_mpp = _plausible(mpp)
 
     def _open_tiff(self) -> None:
-        import tiffslide
         import tifffile
+        import tiffslide
 
         try:
             self._ts = tiffslide.TiffSlide(str(self.path))
@@ -115,12 +116,31 @@ class Slide:
         self._axes = props.get("tiffslide.series-axes", "YXS")
         self.vendor = props.get("tiffslide.vendor") or "generic-tiff"
         mpp_x = props.get("tiffslide.mpp-x")
-        self._meta_mpp = _plausible(float(mpp_x)) if mpp_x else None
+        self._meta_mpp = _plausible(float(mpp_x)) if mpp_x else self._ome_mpp()
         try:
             self._check_truncation()
         except SlideReadError:
             self._ts.close()
             raise
+
+    def _ome_mpp(self) -> float | None:
+        """PhysicalSizeX of the first OME-XML image, in µm (tiffslide misses some OME files)."""
+        import xml.etree.ElementTree as ET
+
+        xml = self._ts.ts_tifffile.ome_metadata
+        if not xml:
+            return None
+        try:
+            root = ET.fromstring(xml)
+        except ET.ParseError:
+            return None
+        pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+        if pixels is None or pixels.get("PhysicalSizeX") is None:
+            return None
+        factor = _UNIT_TO_UM.get(pixels.get("PhysicalSizeXUnit", "µm"))
+        if factor is None:
+            return None
+        return _plausible(float(pixels.get("PhysicalSizeX", "nan")) * factor)
 
     def _check_truncation(self) -> None:
         """Every tile of every level must lie inside the file, else the file is truncated."""
@@ -144,9 +164,7 @@ class Slide:
         """Number of pyramid levels."""
         return len(self.level_dimensions)
 
-    def read_level(
-        self, level: int, box_xyxy: tuple[int, int, int, int]
-    ) -> npt.NDArray[np.uint8]:
+    def read_level(self, level: int, box_xyxy: tuple[int, int, int, int]) -> npt.NDArray[np.uint8]:
         """Pixels of ``box_xyxy`` (half-open, level px) at ``level`` as (h, w, 3) uint8 RGB, YXC."""
         x0, y0, x1, y1 = box_xyxy
         w, h = self.level_dimensions[level]
@@ -167,7 +185,7 @@ class Slide:
 
     def _read_zarr(self, level: int, x0: int, y0: int, x1: int, y1: int) -> npt.NDArray[Any]:
         group = self._ts.zarr_group
-        arr = group[str(level)] if str(level) in group else group
+        arr = group.get(str(level), group)
         if self._axes == "CYX":
             return np.moveaxis(np.asarray(arr[:, y0:y1, x0:x1]), 0, 2)
         return np.asarray(arr[y0:y1, x0:x1])

@@ -95,10 +95,10 @@ def block_has_tissue(
 ) -> bool:
     """Whether the level-0 box (x0, y0, x1, y1) touches tissue (one thumbnail px of slack)."""
     h, w = mask.shape
-    x0 = max(int(math.floor(box_l0[0] / mask_downsample_l0)) - 1, 0)
-    y0 = max(int(math.floor(box_l0[1] / mask_downsample_l0)) - 1, 0)
-    x1 = min(int(math.ceil(box_l0[2] / mask_downsample_l0)) + 1, w)
-    y1 = min(int(math.ceil(box_l0[3] / mask_downsample_l0)) + 1, h)
+    x0 = max(math.floor(box_l0[0] / mask_downsample_l0) - 1, 0)
+    y0 = max(math.floor(box_l0[1] / mask_downsample_l0) - 1, 0)
+    x1 = min(math.ceil(box_l0[2] / mask_downsample_l0) + 1, w)
+    y1 = min(math.ceil(box_l0[3] / mask_downsample_l0) + 1, h)
     if x0 >= x1 or y0 >= y1:
         return False
     return bool(mask[y0:y1, x0:x1].any())

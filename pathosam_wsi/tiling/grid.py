@@ -87,7 +87,7 @@ class Grid:
     @property
     def shape(self) -> tuple[int, int]:
         """(rows, cols) of the grid."""
-        x0, y0, x1, y1 = self.region_px
+        _, _, x1, y1 = self.region_px
         r0, c0 = self.origin_cell
         return (math.ceil(y1 / self.tile_px) - r0, math.ceil(x1 / self.tile_px) - c0)
 
@@ -126,21 +126,19 @@ class Grid:
     def neighbours(self, block: Block) -> list[Block]:
         """The up to 8 blocks around ``block`` (C-order), excluding itself."""
         rows, cols = self.shape
-        out = []
-        for r in range(block.row - 1, block.row + 2):
-            for c in range(block.col - 1, block.col + 2):
-                if (r, c) != (block.row, block.col) and 0 <= r < rows and 0 <= c < cols:
-                    out.append(self.block_at(r, c))
-        return out
+        return [
+            self.block_at(r, c)
+            for r in range(block.row - 1, block.row + 2)
+            for c in range(block.col - 1, block.col + 2)
+            if (r, c) != (block.row, block.col) and 0 <= r < rows and 0 <= c < cols
+        ]
 
     def __iter__(self) -> Iterator[Block]:
         for block_id in range(len(self)):
             yield self.block(block_id)
 
 
-def cover(
-    region_px: BoxXYXY, image_wh_px: tuple[int, int], tile_px: int, halo_px: int
-) -> Grid:
+def cover(region_px: BoxXYXY, image_wh_px: tuple[int, int], tile_px: int, halo_px: int) -> Grid:
     """Build the grid covering ``region_px`` (x0, y0, x1, y1, working px) of an image.
 
     Raises

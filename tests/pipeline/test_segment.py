@@ -67,7 +67,9 @@ def test_run_json(reference_run) -> None:
     assert info["counts"]["nuclei"] == len(table)
     assert info["parameters"]["tiling"]["tile_px"] == 256
     assert len(info["input"]["sha256"]) == 64
-    assert {"read_s", "model_s", "watershed_s"} <= {k[4:] for k in info["timings_s"] if k.startswith("sum_")}
+    assert {"read_s", "model_s", "watershed_s"} <= {
+        k[4:] for k in info["timings_s"] if k.startswith("sum_")
+    }
     assert not (result.output_dir / "blocks").exists()
 
 
@@ -78,7 +80,9 @@ def test_run_json(reference_run) -> None:
         {"blocks_per_task": 5, "threads": 2},
     ],
 )
-def test_same_bytes_for_batch_size_and_threads(synthetic_slide, reference_run, tmp_path, variant) -> None:
+def test_same_bytes_for_batch_size_and_threads(
+    synthetic_slide, reference_run, tmp_path, variant
+) -> None:
     import dataclasses
 
     result = segment_slide(synthetic_slide.path, tmp_path, dataclasses.replace(FAST, **variant))
@@ -87,7 +91,10 @@ def test_same_bytes_for_batch_size_and_threads(synthetic_slide, reference_run, t
     np.testing.assert_array_equal(labels, labels2)
     pd.testing.assert_frame_equal(table, table2)
     ref_zarr = reference_run[0].output_dir / "labels.ome.zarr/labels/nuclei/s0/0/0"
-    assert ref_zarr.read_bytes() == (result.output_dir / "labels.ome.zarr/labels/nuclei/s0/0/0").read_bytes()
+    assert (
+        ref_zarr.read_bytes()
+        == (result.output_dir / "labels.ome.zarr/labels/nuclei/s0/0/0").read_bytes()
+    )
 
 
 def test_same_labels_for_different_tile_sizes(synthetic_slide, reference_run, tmp_path) -> None:
@@ -108,19 +115,31 @@ def test_tissue_mask_skips_background_blocks(synthetic_slide, tmp_path) -> None:
     # the white band x >= 900 holds the 8 blocks of the last column (x 1000..1024) at least
     assert result.blocks_skipped >= 8
     assert (result.output_dir / "tissue_mask.png").exists()
-    off = RunConfig(tiling=TilingConfig(tile_px=100, halo_px=32), tissue=TissueConfig(enabled=False))
+    off = RunConfig(
+        tiling=TilingConfig(tile_px=100, halo_px=32), tissue=TissueConfig(enabled=False)
+    )
     result_off = segment_slide(synthetic_slide.path, tmp_path / "off", off)
     assert result_off.blocks_skipped == 0
-    np.testing.assert_array_equal(read_outputs(result.output_dir)[0], read_outputs(result_off.output_dir)[0])
+    np.testing.assert_array_equal(
+        read_outputs(result.output_dir)[0], read_outputs(result_off.output_dir)[0]
+    )
 
 
 def test_roi_limits_work_and_keeps_level0_coordinates(synthetic_slide, tmp_path) -> None:
     config = RunConfig(tiling=TilingConfig(tile_px=128, halo_px=48), threads=2)
     config = __import__("dataclasses").replace(
-        config, slide=__import__("pathosam_wsi.config", fromlist=["SlideConfig"]).SlideConfig(roi_xywh_l0=(300, 200, 256, 200))
+        config,
+        slide=__import__("pathosam_wsi.config", fromlist=["SlideConfig"]).SlideConfig(
+            roi_xywh_l0=(300, 200, 256, 200)
+        ),
     )
     result = segment_slide(synthetic_slide.path, tmp_path, config)
     labels, table = read_outputs(result.output_dir)
     assert labels.shape == synthetic_slide.labels.shape
-    inside = (table.centroid_x_l0 >= 300) & (table.centroid_x_l0 < 556) & (table.centroid_y_l0 >= 200) & (table.centroid_y_l0 < 400)
+    inside = (
+        (table.centroid_x_l0 >= 300)
+        & (table.centroid_x_l0 < 556)
+        & (table.centroid_y_l0 >= 200)
+        & (table.centroid_y_l0 < 400)
+    )
     assert inside.all() and len(table) > 10

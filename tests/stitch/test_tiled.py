@@ -33,7 +33,7 @@ def maps_and_gt():
 
 @pytest.mark.parametrize("tile", [64, 128, 200, 512])
 def test_tiled_equals_untiled(maps_and_gt, tile) -> None:
-    maps, gt = maps_and_gt
+    maps, _ = maps_and_gt
     untiled = ais_watershed(maps)
     tiled = tiled_labels_from_maps(maps, TilingConfig(tile_px=tile, halo_px=48))
     assert same_partition(untiled, tiled)

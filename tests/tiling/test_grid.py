@@ -11,8 +11,11 @@ from pathosam_wsi.tiling import cover
 
 @settings(max_examples=60, deadline=None)
 @given(
-    w=st.integers(1, 700), h=st.integers(1, 700), tile=st.integers(16, 300),
-    halo=st.integers(0, 80), data=st.data(),
+    w=st.integers(1, 700),
+    h=st.integers(1, 700),
+    tile=st.integers(16, 300),
+    halo=st.integers(0, 80),
+    data=st.data(),
 )
 def test_cores_partition_region_and_outer_is_clipped_halo(w, h, tile, halo, data) -> None:
     x0 = data.draw(st.integers(0, w - 1))
@@ -28,7 +31,10 @@ def test_cores_partition_region_and_outer_is_clipped_halo(w, h, tile, halo, data
         assert cx0 // tile == (cx1 - 1) // tile and cy0 // tile == (cy1 - 1) // tile
         count[cy0:cy1, cx0:cx1] += 1
         assert block.outer_px == (
-            max(cx0 - halo, 0), max(cy0 - halo, 0), min(cx1 + halo, w), min(cy1 + halo, h)
+            max(cx0 - halo, 0),
+            max(cy0 - halo, 0),
+            min(cx1 + halo, w),
+            min(cy1 + halo, h),
         )
     expected = np.zeros((h, w), np.int32)
     expected[y0:y1, x0:x1] = 1

@@ -25,7 +25,7 @@ __all__ = ["Slide", "SlideHandle", "open_slide"]
 log = logging.getLogger(__name__)
 
 _PIL_SUFFIXES = {".png", ".jpg", ".jpeg"}
-_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "\u00b5m": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 # Pixel sizes outside this range are treated as missing metadata (72 dpi JPEG tags, etc.).
 _PLAUSIBLE_MPP = (0.02, 50.0)
 

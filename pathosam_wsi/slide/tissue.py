@@ -21,6 +21,7 @@ from pathosam_wsi.slide.open import Slide
 __all__ = ["block_has_tissue", "read_thumbnail", "tissue_mask"]
 
 _STRIP_ROWS = 2048
+_MAX_SATURATION_THRESH = 0.15
 
 
 def read_thumbnail(slide: Slide, thumb_mpp: float) -> tuple[npt.NDArray[np.uint8], float]:
@@ -75,8 +76,13 @@ def tissue_mask(
         otsu = float(threshold_otsu(sat))
     except ValueError:  # constant image
         otsu = 1.0
-    mask = sat > max(otsu, config.min_saturation_frac)
-    mask = ndi.binary_closing(mask, structure=np.ones((3, 3), bool), iterations=2)
+    # Otsu separates glass from stain; clipped so that a slide that is all tissue (Otsu then sits
+    # inside the tissue's own range) or all glass (Otsu near 0) is still classified correctly.
+    thresh = min(max(otsu, config.min_saturation_frac), _MAX_SATURATION_THRESH)
+    mask = sat >= thresh
+    # Padded by replication so the closing's erosion does not eat tissue at the image border.
+    padded = np.pad(mask, 2, mode="edge")
+    mask = ndi.binary_closing(padded, structure=np.ones((3, 3), bool), iterations=2)[2:-2, 2:-2]
     mask = ndi.binary_fill_holes(mask)
     labels, n = ndi.label(mask)
     if n:

@@ -10,6 +10,7 @@ Scale is in micrometres, so the labels overlay the slide in any NGFF viewer.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -82,27 +83,27 @@ def create_label_image(
                 ],
             }
         )
-    grp.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "name": LABEL_NAME,
-            "axes": [
-                {"name": "y", "type": "space", "unit": "micrometer"},
-                {"name": "x", "type": "space", "unit": "micrometer"},
-            ],
-            "datasets": datasets,
-            "type": "nearest",
-            "metadata": {"description": f"nucleus instances of {slide_name}, 0 = background"},
-        }
-    ]
+    multiscale: dict[str, Any] = {
+        "version": "0.4",
+        "name": LABEL_NAME,
+        "axes": [
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"},
+        ],
+        "datasets": datasets,
+        "type": "nearest",
+        "metadata": {"description": f"nucleus instances of {slide_name}, 0 = background"},
+    }
+    grp.attrs.update({"multiscales": [multiscale]})
     grp.attrs["image-label"] = {"version": "0.4", "source": {"image": "../../"}}
 
 
 def open_levels(path: Path) -> list[zarr.Array]:
     """The level arrays s0..sK of an existing store, for writing."""
     grp = zarr.open_group(str(path / "labels" / LABEL_NAME), mode="r+", zarr_format=2)
-    datasets = grp.attrs["multiscales"][0]["datasets"]
-    return [grp[d["path"]] for d in datasets]  # type: ignore[misc]
+    attrs: dict[str, Any] = grp.attrs.asdict()
+    paths = [str(d["path"]) for d in attrs["multiscales"][0]["datasets"]]
+    return [cast(zarr.Array, grp[p]) for p in paths]
 
 
 def write_core(levels: list[zarr.Array], core_px: BoxXYXY, labels: npt.NDArray[np.uint32]) -> None:

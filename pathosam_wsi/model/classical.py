@@ -53,7 +53,7 @@ class ClassicalModel:
     """Colour-deconvolution nucleus model; see the module docstring."""
 
     name = "classical"
-    class_names = None
+    class_names: tuple[str, ...] | None = None
 
     def __init__(self, mpp: float, params: ClassicalParams | None = None) -> None:
         self.mpp = float(mpp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from tqdm import tqdm
@@ -18,6 +18,9 @@ from pathosam_wsi.cli import (
     _watershed_options,
 )
 from pathosam_wsi.errors import PathoSamError
+
+if TYPE_CHECKING:
+    from pathosam_wsi.distributed.cluster import ClusterKind
 
 __all__ = ["run", "status"]
 
@@ -106,7 +109,8 @@ def run(manifest: Path, out_dir: Path, cluster: str, scheduler: str | None, work
     _quiet_distributed_logs()
     try:
         entries = read_manifest(manifest, _build_config(kw))
-        with connect(cluster, scheduler, workers, dashboard=dashboard) as client:  # type: ignore[arg-type]
+        kind = cast("ClusterKind", cluster)
+        with connect(kind, scheduler, workers, dashboard=dashboard) as client:
             link = dashboard_link(client)
             if link:
                 click.echo(f"dashboard: {link}", err=True)

@@ -1,4 +1,4 @@
-"""Cohorts: a manifest of slides -> ``OUT/<slide_id>/`` each, ``OUT/status.parquet``, ``OUT/nuclei/``.
+"""Cohorts: a manifest of slides -> ``OUT/<slide_id>/``, ``OUT/status.parquet``, ``OUT/nuclei/``.
 
 Slides run one after another or several at once (driver threads sharing one dask client); a slide
 that cannot be read is marked failed with its error and the others go on. A rerun skips finished
@@ -95,7 +95,8 @@ def _entry_config(base: RunConfig, row: dict[str, Any], where: str) -> RunConfig
     changes: dict[str, dict[str, Any]] = {"slide": {}, "tiling": {}}
     for column, (section, name, parse) in _OVERRIDES.items():
         value = row.get(column)
-        if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "":
+        missing = value is None or (isinstance(value, float) and pd.isna(value))
+        if missing or str(value).strip() == "":
             continue
         try:
             changes[section][name] = parse(value)
@@ -230,7 +231,8 @@ def _one_line(err: BaseException) -> str:
 
 
 def _client_lost(client: Any) -> bool:
-    return client is not None and getattr(client, "status", "running") not in ("running", "newly-created")
+    status = getattr(client, "status", "running")
+    return client is not None and status not in ("running", "newly-created")
 
 
 def _run_one(entry: ManifestEntry, out_dir: Path, book: _StatusBook, client: Any,
@@ -253,7 +255,8 @@ def _run_one(entry: ManifestEntry, out_dir: Path, book: _StatusBook, client: Any
                 f"lost the dask scheduler while running {entry.slide_id!r} ({_one_line(err)}); "
                 "restart the cluster and rerun the same command to resume"
             ) from err
-        log.warning("slide %s failed: %s", entry.slide_id, _one_line(err), exc_info=log.isEnabledFor(logging.DEBUG))
+        log.warning("slide %s failed: %s", entry.slide_id, _one_line(err),
+                    exc_info=log.isEnabledFor(logging.DEBUG))
         row = book.update(entry.slide_id, state="failed", error=_one_line(err),
                           seconds=time.perf_counter() - t0)
     else:

@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SlideRunResult", "run_slide_graph"]
 
-# Futures submitted per worker thread before waiting for one to finish: enough to keep workers
-# busy across the submit/complete round trip, few enough that the scheduler never holds a
-# whole slide's tasks and the driver's memory stays flat.
-_IN_FLIGHT_PER_THREAD = 2
+# Futures pending per worker thread (at least _MIN_IN_FLIGHT): enough to hide the
+# client -> scheduler -> worker -> client round trip (a few ms per task), few enough that the
+# scheduler never holds a whole slide's tasks. Pending tasks hold no pixels (a task reads its
+# blocks when it starts), so worker memory stays flat whatever the window.
+_IN_FLIGHT_PER_THREAD = 4
+_MIN_IN_FLIGHT = 16
 
 
 @dataclass
@@ -91,11 +93,13 @@ class _Runner:
         arg_lists: Sequence[tuple[Any, ...]],
         on_result: Callable[[Any], None] | None,
     ) -> list[Any]:
+        # dask callbacks are global: a unique prefix keeps concurrent slides' progress apart.
+        prefix = f"{name}-{self.slide_id}-{uuid.uuid4().hex[:8]}-"
         tasks = [
-            dask.delayed(fn, pure=False)(*args, dask_key_name=f"{name}-{i}")
+            dask.delayed(fn, pure=False)(*args, dask_key_name=f"{prefix}{i}")
             for i, args in enumerate(arg_lists)
         ]
-        with _OnTask(f"{name}-", on_result or (lambda _: None)):
+        with _OnTask(prefix, on_result or (lambda _: None)):
             return list(dask.compute(*tasks, scheduler="threads", num_workers=self.threads))
 
     def _run_client(
@@ -106,16 +110,16 @@ class _Runner:
         on_result: Callable[[Any], None] | None,
         resources: dict[str, float] | None,
     ) -> list[Any]:
-        """Submit with at most ``_IN_FLIGHT_PER_THREAD`` futures per worker thread pending."""
+        """Submit with a bounded number of futures pending (``_IN_FLIGHT_PER_THREAD``)."""
         from distributed import as_completed
 
         client = self.client
         if client is None:  # pragma: no cover - guarded by run()
             raise RuntimeError("no client")
         token = uuid.uuid4().hex[:8]
-        limit = max(2, _IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
+        limit = max(_MIN_IN_FLIGHT, _IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
         results: list[Any] = [None] * len(arg_lists)
-        index: dict[str, int] = {}
+        index: dict[Any, int] = {}
 
         def submit(i: int) -> Any:
             fut = client.submit(

@@ -70,7 +70,9 @@ def small_config(blocks_per_task: int = 2) -> RunConfig:
 
 
 @pytest.fixture(scope="session")
-def reference_outputs(synthetic_slides: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference_outputs(
+    synthetic_slides: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """Single-process (threaded scheduler) outputs of the synthetic slides: OUT/<stem>/."""
     from pathosam_wsi.pipeline.segment import segment_slide
 

@@ -41,7 +41,8 @@ def scheduler_file(tmp_path: Path) -> Iterator[Path]:
 
     dask = str(Path(sys.executable).with_name("dask"))
     sched = tmp_path / "scheduler.json"
-    common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
+    common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+              "cwd": tmp_path}
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                "--no-dashboard", "--scheduler-file", str(sched)], **common)]
     try:
@@ -50,9 +51,9 @@ def scheduler_file(tmp_path: Path) -> Iterator[Path]:
             if time.monotonic() > deadline or procs[0].poll() is not None:
                 pytest.fail("dask scheduler did not start")
             time.sleep(0.1)
-        procs += [subprocess.Popen([dask, "worker", "--scheduler-file", str(sched), "--host",
-                                    "127.0.0.1", "--nthreads", "1", "--no-dashboard", "--no-nanny"], **common)
-                  for _ in range(2)]
+        worker = [dask, "worker", "--scheduler-file", str(sched), "--host", "127.0.0.1",
+                  "--nthreads", "1", "--no-dashboard", "--no-nanny"]
+        procs += [subprocess.Popen(worker, **common) for _ in range(2)]
         with Client(scheduler_file=str(sched), timeout=60) as c:
             c.wait_for_workers(2, timeout=90)
         yield sched

@@ -53,12 +53,22 @@ def _cuda_cluster(n_workers: int | None, dashboard_address: str | None) -> Any |
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError as err:
-        log.warning("GPUs found but dask-cuda is not importable (%s); install pathosam-wsi[cuda] "
-                    "for one worker per GPU; using a plain LocalCluster", err)
+        log.warning(
+            "GPUs found but dask-cuda is not importable (%s); install pathosam-wsi[cuda] "
+            "for one worker per GPU; using a plain LocalCluster",
+            err,
+        )
         return None
+    # One GPU slot per worker, plus CPU threads: post-processing of a finished batch runs on the
+    # same worker (its maps stay in memory there) while the GPU slot serves the next batch.
+    gpus = n_workers or _gpu_count()
+    threads = max(2, (os.cpu_count() or 2) // max(gpus, 1))
     try:
         return LocalCUDACluster(
-            n_workers=n_workers, dashboard_address=dashboard_address, resources={"GPU": 1}
+            n_workers=n_workers,
+            dashboard_address=dashboard_address,
+            resources={"GPU": 1},
+            threads_per_worker=threads,
         )
     except (_nvml_error(), OSError, RuntimeError) as err:
         log.warning("LocalCUDACluster failed (%s); using a CPU LocalCluster", err)
@@ -70,14 +80,18 @@ def _local_cluster(kind: ClusterKind, n_workers: int | None, dashboard_address: 
 
     if kind == "threads":
         return LocalCluster(
-            n_workers=1, threads_per_worker=n_workers or os.cpu_count() or 1, processes=False,
+            n_workers=1,
+            threads_per_worker=n_workers or os.cpu_count() or 1,
+            processes=False,
             dashboard_address=dashboard_address,
         )
     cluster = _cuda_cluster(n_workers, dashboard_address)
     if cluster is not None:
         return cluster
     return LocalCluster(
-        n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+        n_workers=n_workers or os.cpu_count() or 1,
+        threads_per_worker=1,
+        processes=True,
         dashboard_address=dashboard_address,
     )
 

@@ -21,7 +21,7 @@ import dask
 from dask.callbacks import Callback
 
 from pathosam_wsi.pipeline.assemble import blocks_to_paint, global_luts, paint_blocks, write_table
-from pathosam_wsi.pipeline.blocks import process_blocks
+from pathosam_wsi.pipeline.blocks import infer_blocks, postprocess_blocks, process_blocks
 from pathosam_wsi.pipeline.plan import SlidePlan
 
 if TYPE_CHECKING:
@@ -78,13 +78,21 @@ class _Runner:
         arg_lists: Sequence[tuple[Any, ...]],
         on_result: Callable[[Any], None] | None = None,
         resources: dict[str, float] | None = None,
+        then: Callable[[Any, Any], Any] | None = None,
     ) -> list[Any]:
-        """Run ``fn(*args)`` for every entry of ``arg_lists``; results in input order."""
+        """Run ``fn(*args)`` for every entry of ``arg_lists``; results in input order.
+
+        With ``then``, each result ``r`` is followed by ``then(args[0], r)``: on a client the first
+        task carries ``resources`` (the GPU) and the second does not, so it runs on a CPU thread of
+        the worker that holds ``r`` while the GPU goes on with the next batch.
+        """
         if not arg_lists:
             return []
         if self.client is None:
+            if then is not None:
+                fn = _compose(fn, then)
             return self._run_threads(name, fn, arg_lists, on_result)
-        return self._run_client(name, fn, arg_lists, on_result, resources)
+        return self._run_client(name, fn, arg_lists, on_result, resources, then)
 
     def _run_threads(
         self,
@@ -109,6 +117,7 @@ class _Runner:
         arg_lists: Sequence[tuple[Any, ...]],
         on_result: Callable[[Any], None] | None,
         resources: dict[str, float] | None,
+        then: Callable[[Any, Any], Any] | None = None,
     ) -> list[Any]:
         """Submit with a bounded number of futures pending (``_IN_FLIGHT_PER_THREAD``)."""
         from distributed import as_completed
@@ -122,10 +131,11 @@ class _Runner:
         index: dict[Any, int] = {}
 
         def submit(i: int) -> Any:
-            fut = client.submit(
-                fn, *arg_lists[i], key=f"{name}-{self.slide_id}-{token}-{i}",
-                resources=resources,
-            )
+            key = f"{name}-{self.slide_id}-{token}-{i}"
+            fut = client.submit(fn, *arg_lists[i], key=key, resources=resources)
+            if then is not None:
+                # No resources: may run while the worker's GPU slot serves the next batch.
+                fut = client.submit(then, arg_lists[i][0], fut, key=f"{key}-post")
             index[fut.key] = i
             return fut
 
@@ -141,6 +151,13 @@ class _Runner:
             if nxt is not None:
                 queue.add(submit(nxt))
         return results
+
+
+def _compose(first: Callable[..., Any], then: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    def both(*args: Any) -> Any:
+        return then(args[0], first(*args))
+
+    return both
 
 
 def gpu_resources(client: Client | None) -> dict[str, float] | None:
@@ -177,9 +194,20 @@ def run_slide_graph(
     result = SlideRunResult()
     t0 = time.perf_counter()
     batches = _batches(plan.block_ids, plan.config.blocks_per_task)
-    block_results = runner.run(
-        "blocks", process_blocks, [(plan, b) for b in batches], on_blocks, gpu_resources(client)
-    )
+    resources = gpu_resources(client)
+    if resources is None:
+        block_results = runner.run(
+            "blocks", process_blocks, [(plan, b) for b in batches], on_blocks
+        )
+    else:
+        block_results = runner.run(
+            "blocks",
+            infer_blocks,
+            [(plan, b) for b in batches],
+            on_blocks,
+            resources,
+            then=postprocess_blocks,
+        )
     for summaries in block_results:
         result.summaries.extend(summaries)
     t1 = time.perf_counter()

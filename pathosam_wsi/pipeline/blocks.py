@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,13 @@ from pathosam_wsi.postprocess.watershed import ais_watershed
 from pathosam_wsi.stitch.ownership import own_nuclei
 from pathosam_wsi.tiling.grid import Block
 
-__all__ = ["block_arrays", "process_blocks"]
+__all__ = [
+    "InferredBatch",
+    "block_arrays",
+    "infer_blocks",
+    "postprocess_blocks",
+    "process_blocks",
+]
 
 
 def block_arrays(
@@ -67,33 +74,57 @@ def block_arrays(
     return arrays, {"watershed_s": t1 - t0, "stitch_s": t2 - t1}
 
 
+@dataclass
+class InferredBatch:
+    """Model outputs of a batch of blocks, handed from the inference to the post-processing step.
+
+    On a cluster with GPU workers this object stays in the memory of the worker that produced it:
+    the post-processing task runs there too (data locality), on a CPU thread.
+    """
+
+    block_ids: list[int]
+    tiles: list[npt.NDArray[np.uint8]]
+    outputs: list[ModelOutput]
+    existing: list[int]
+    read_s: float = 0.0
+    model_s: float = 0.0
+
+
+def infer_blocks(plan: SlidePlan, block_ids: Sequence[int]) -> InferredBatch:
+    """Read and predict the blocks that have no result file yet (resume skips the others)."""
+    todo = [b for b in block_ids if not block_file(plan, b).exists()]
+    existing = [b for b in block_ids if b not in todo]
+    if not todo:
+        return InferredBatch([], [], [], existing)
+    t0 = time.perf_counter()
+    slide = plan.slide.open()
+    tiles = [plan.frame.read(slide, plan.grid.block(b).outer_px) for b in todo]
+    t1 = time.perf_counter()
+    outputs = get_model(plan.config.model, plan.frame.mpp).predict(tiles)
+    t2 = time.perf_counter()
+    return InferredBatch(todo, tiles, outputs, existing, t1 - t0, t2 - t1)
+
+
+def postprocess_blocks(plan: SlidePlan, batch: InferredBatch) -> list[dict[str, Any]]:
+    """Watershed, ownership, measurements and result files of an inferred batch -> summaries."""
+    summaries = [_summary_of_existing(plan, b) for b in batch.existing]
+    n = max(len(batch.block_ids), 1)
+    for b, output, tile in zip(batch.block_ids, batch.outputs, batch.tiles, strict=True):
+        arrays, timing = block_arrays(plan, plan.grid.block(b), output, tile)
+        t3 = time.perf_counter()
+        atomic_save_npz(block_file(plan, b), arrays)
+        timing["write_blocks_s"] = time.perf_counter() - t3
+        timing.update(read_s=batch.read_s / n, model_s=batch.model_s / n)
+        summaries.append(_summary(b, arrays, timing))
+    return summaries
+
+
 def process_blocks(plan: SlidePlan, block_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Run stage 1 on a batch of blocks; returns one small summary per block.
+    """Stage 1 on a batch of blocks in one call; one small summary per block.
 
     Blocks whose result file already exists are skipped (resume).
     """
-    todo = [b for b in block_ids if not block_file(plan, b).exists()]
-    summaries = [_summary_of_existing(plan, b) for b in block_ids if b not in todo]
-    if not todo:
-        return summaries
-    t0 = time.perf_counter()
-    slide = plan.slide.open()
-    blocks = [plan.grid.block(b) for b in todo]
-    tiles = [plan.frame.read(slide, b.outer_px) for b in blocks]
-    t1 = time.perf_counter()
-    model = get_model(plan.config.model, plan.frame.mpp)
-    outputs = model.predict(tiles)
-    t2 = time.perf_counter()
-    per_block_read = (t1 - t0) / len(todo)
-    per_block_model = (t2 - t1) / len(todo)
-    for block, output, tile in zip(blocks, outputs, tiles, strict=True):
-        arrays, timing = block_arrays(plan, block, output, tile)
-        t3 = time.perf_counter()
-        atomic_save_npz(block_file(plan, block.block_id), arrays)
-        timing["write_blocks_s"] = time.perf_counter() - t3
-        timing.update(read_s=per_block_read, model_s=per_block_model)
-        summaries.append(_summary(block.block_id, arrays, timing))
-    return summaries
+    return postprocess_blocks(plan, infer_blocks(plan, block_ids))
 
 
 def _summary(

@@ -33,16 +33,35 @@ def _synthetic(path: Path, side: int) -> Path:
         base = tile_rgb[::f, ::f][:256, :256] if f > 1 else tile_rgb
         for y in range(0, level_side, 256):
             for x in range(0, level_side, 256):
-                yield np.ascontiguousarray(base[y % base.shape[0] : y % base.shape[0] + 256, x % base.shape[1] : x % base.shape[1] + 256])
+                yield np.ascontiguousarray(
+                    base[
+                        y % base.shape[0] : y % base.shape[0] + 256,
+                        x % base.shape[1] : x % base.shape[1] + 256,
+                    ]
+                )
 
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
         res = {"resolution": (1e4 / 0.5, 1e4 / 0.5), "resolutionunit": "CENTIMETER"}
-        tif.write(tiles(side, 1), shape=(side, side, 3), dtype=np.uint8, photometric="rgb",
-                  tile=(256, 256), compression="zlib", subifds=1, **res)
+        tif.write(
+            tiles(side, 1),
+            shape=(side, side, 3),
+            dtype=np.uint8,
+            photometric="rgb",
+            tile=(256, 256),
+            compression="zlib",
+            subifds=1,
+            **res,
+        )
         res = {"resolution": (1e4 / 8.0, 1e4 / 8.0), "resolutionunit": "CENTIMETER"}
         low = side // 16
-        tif.write(np.full((low, low, 3), (236, 178, 206), np.uint8), photometric="rgb",
-                  tile=(256, 256), compression="zlib", subfiletype=1, **res)
+        tif.write(
+            np.full((low, low, 3), (236, 178, 206), np.uint8),
+            photometric="rgb",
+            tile=(256, 256),
+            compression="zlib",
+            subfiletype=1,
+            **res,
+        )
     return path
 
 
@@ -54,11 +73,19 @@ def _child(slide: str, out: str) -> None:
     wall = time.perf_counter() - t0
     info = json.loads((result.output_dir / "run.json").read_text())
     blocks = info["counts"]["blocks_processed"]
-    print(json.dumps({
-        "slide": Path(slide).name, "blocks": blocks, "nuclei": result.nuclei, "wall_s": wall,
-        "blocks_per_s": blocks / wall, "timings_s": info["timings_s"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "slide": Path(slide).name,
+                "blocks": blocks,
+                "nuclei": result.nuclei,
+                "wall_s": wall,
+                "blocks_per_s": blocks / wall,
+                "timings_s": info["timings_s"],
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -66,28 +93,41 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[4096, 8192])
     parser.add_argument("--sample", action="store_true", help="also the sample slide")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--workdir", type=Path, help="keep (and reuse) synthetic slides here")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(*args.child)
         return
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = str(args.workdir or tmp_dir)
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         slides = []
         if args.sample:
-            slides.append(subprocess.check_output(["pathosam-wsi", "sample-data"], text=True).strip())
-        slides += [str(_synthetic(Path(tmp) / f"synthetic_{s}.tiff", s)) for s in args.sizes]
+            slides.append(
+                subprocess.check_output(["pathosam-wsi", "sample-data"], text=True).strip()
+            )
+        for side in args.sizes:
+            path = Path(tmp) / f"synthetic_{side}.tiff"
+            slides.append(str(path if path.exists() else _synthetic(path, side)))
         for slide in slides:
-            out = subprocess.check_output([sys.executable, __file__, "--child", slide, f"{tmp}/out"], text=True)
+            out = subprocess.check_output(
+                [sys.executable, __file__, "--child", slide, f"{tmp}/out"], text=True
+            )
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    print("| slide | blocks | nuclei | wall s | blocks/s | read | model | watershed | stitch | paint | table | peak RSS MB |")
+    print(
+        "| slide | blocks | nuclei | wall s | blocks/s | read | model | watershed | stitch | paint | table | peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t = r["timings_s"]
-        print(f"| {r['slide']} | {r['blocks']} | {r['nuclei']} | {r['wall_s']:.1f} | {r['blocks_per_s']:.2f} | "
-              f"{t['sum_read_s']:.1f} | {t['sum_model_s']:.1f} | {t['sum_watershed_s']:.1f} | "
-              f"{t['sum_stitch_s']:.1f} | {t['paint_s']:.1f} | {t['table_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['slide']} | {r['blocks']} | {r['nuclei']} | {r['wall_s']:.1f} | {r['blocks_per_s']:.2f} | "
+            f"{t['sum_read_s']:.1f} | {t['sum_model_s']:.1f} | {t['sum_watershed_s']:.1f} | "
+            f"{t['sum_stitch_s']:.1f} | {t['paint_s']:.1f} | {t['table_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "python": sys.version}, indent=2))
 

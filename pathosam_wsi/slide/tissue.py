@@ -2,7 +2,7 @@
 
 Brightfield background is bright and unsaturated; tissue is stained. The mask is HSV saturation
 above max(Otsu, a floor), closed, hole-filled and cleaned of small islands. The thumbnail is built
-strip by strip, so memory stays bounded even for single-level slides.
+window by window, so memory stays bounded even for single-level slides.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathosam_wsi.slide.open import Slide
 
 __all__ = ["block_has_tissue", "read_thumbnail", "tissue_mask"]
 
-_STRIP_ROWS = 2048
+_WINDOW_PX = 2048 * 2048
 _MAX_SATURATION_THRESH = 0.15
 
 
@@ -44,13 +44,18 @@ def read_thumbnail(slide: Slide, thumb_mpp: float) -> tuple[npt.NDArray[np.uint8
     lw, lh = slide.level_dimensions[level]
     tw, th = max(1, lw // factor), max(1, lh // factor)
     out = np.empty((th, tw, 3), np.uint8)
-    rows_per_strip = max(factor, (_STRIP_ROWS // factor) * factor)
-    for sy0 in range(0, th * factor, rows_per_strip):
-        sy1 = min(sy0 + rows_per_strip, th * factor)
-        strip = slide.read_level(level, (0, sy0, tw * factor, sy1)).astype(np.float32)
-        h = (sy1 - sy0) // factor
-        pooled = strip.reshape(h, factor, tw, factor, 3).mean(axis=(1, 3))
-        out[sy0 // factor : sy0 // factor + h] = np.round(pooled).astype(np.uint8)
+    # Windows of at most ~_WINDOW_PX level pixels (a multiple of ``factor`` on each side), so the
+    # float copy of one window stays small whatever the slide width.
+    side = max(factor, (int(math.sqrt(_WINDOW_PX)) // factor) * factor)
+    for sy0 in range(0, th * factor, side):
+        sy1 = min(sy0 + side, th * factor)
+        for sx0 in range(0, tw * factor, side):
+            sx1 = min(sx0 + side, tw * factor)
+            window = slide.read_level(level, (sx0, sy0, sx1, sy1)).astype(np.float32)
+            h, w = (sy1 - sy0) // factor, (sx1 - sx0) // factor
+            pooled = window.reshape(h, factor, w, factor, 3).mean(axis=(1, 3))
+            ty, tx = sy0 // factor, sx0 // factor
+            out[ty : ty + h, tx : tx + w] = np.round(pooled).astype(np.uint8)
     return out, level_ds * factor
 
 

@@ -166,3 +166,13 @@ def test_halo_edge_warning(tmp_path) -> None:
     config = RunConfig(tiling=TilingConfig(tile_px=64, halo_px=2))
     with pytest.warns(PathoSamWarning, match="increase halo_px"):
         segment_slide(path, tmp_path / "out", config)
+
+
+@pytest.mark.parametrize("keep_bytes", [300, 2000, 20000])
+def test_tiff_cut_inside_its_header_is_refused(synthetic_slide, tmp_path, keep_bytes) -> None:
+    bad = tmp_path / "cut.tiff"
+    bad.write_bytes(synthetic_slide.path.read_bytes()[:keep_bytes])
+    code, out = run("segment", str(bad), "-o", str(tmp_path / "out"), *ARGS)
+    assert code == 2, out
+    assert "copy the slide again" in out or "cannot open as a slide" in out
+    assert not (tmp_path / "out" / "cut").exists()

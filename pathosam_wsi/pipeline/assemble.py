@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from pathosam_wsi.export.geoparquet import NucleusTableWriter, polygons_from_rings
+from pathosam_wsi.export.geoparquet import NucleusTableWriter, PolygonRings
 from pathosam_wsi.export.omezarr import open_levels, write_core
 from pathosam_wsi.pipeline.plan import SlidePlan, block_file
 from pathosam_wsi.postprocess.features import FEATURE_COLUMNS
@@ -72,7 +72,7 @@ def _block_columns(
     cols: dict[str, object] = {
         "nucleus_id": lut[1:].astype(np.int64),
         "slide_id": pa.array([plan.slide_id] * d["key"].size, pa.string()),
-        "geometry": polygons_from_rings(d["ring_xy_l0"], d["ring_offsets"]),
+        "geometry": PolygonRings(d["ring_xy_l0"], d["ring_offsets"]),
         "centroid_x_l0": d["centroid_x_l0"],
         "centroid_y_l0": d["centroid_y_l0"],
         "centroid_x_um": d["centroid_x_l0"] * mpp_l0,
@@ -93,6 +93,8 @@ def _block_columns(
     order = np.argsort(cols["nucleus_id"], kind="stable")  # type: ignore[arg-type]
     return {
         k: (v.take(pa.array(order)) if isinstance(v, pa.Array) else np.asarray(v)[order])
+        if not isinstance(v, PolygonRings)
+        else v.take(order)
         for k, v in cols.items()
     }
 

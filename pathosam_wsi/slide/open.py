@@ -152,8 +152,15 @@ class Slide:
             for p in pages:
                 if p is None or not hasattr(p, "dataoffsets"):
                     continue
-                ends = np.asarray(p.dataoffsets, np.int64) + np.asarray(p.databytecounts, np.int64)
-                if ends.size and int(ends.max()) > size:
+                offsets = np.asarray(p.dataoffsets, np.int64)
+                counts = np.asarray(p.databytecounts, np.int64)
+                if offsets.size == 0 or counts.size != offsets.size or not counts.any():
+                    raise SlideReadError(
+                        f"{self.path}: level {level} has no pixel data (truncated or corrupt "
+                        "header); copy the slide again"
+                    )
+                ends = offsets + counts
+                if int(ends.max()) > size:
                     raise SlideReadError(
                         f"{self.path}: file is truncated (level {level} needs {int(ends.max())} "
                         f"bytes, file has {size}); copy the slide again"

@@ -13,7 +13,7 @@ import shapely
 from click.testing import CliRunner
 
 from pathosam_wsi.cli import main
-from pathosam_wsi.export.qupath import class_colour, export_qupath
+from pathosam_wsi.export.qupath import class_colour, export_qupath, feature_texts
 
 
 def _check_features(doc: dict, table: pa.Table) -> None:
@@ -25,8 +25,9 @@ def _check_features(doc: dict, table: pa.Table) -> None:
         assert f["type"] == "Feature"
         assert f["properties"]["objectType"] == "detection"
         assert f["geometry"]["type"] == "Polygon"
-        np.testing.assert_array_equal(np.asarray(f["geometry"]["coordinates"][0]),
-                                      shapely.get_coordinates(poly.exterior))
+        np.testing.assert_array_equal(
+            np.asarray(f["geometry"]["coordinates"][0]), shapely.get_coordinates(poly.exterior)
+        )
         m = f["properties"]["measurements"]
         assert m["nucleus_id"] == row["nucleus_id"]
         assert m["area_um2"] == row["area_um2"]
@@ -46,18 +47,22 @@ def test_classes_nan_holes_and_gzip(tmp_path: Path) -> None:
     outer = [(0, 0), (10.25, 0), (10.25, 10), (0, 10), (0, 0)]
     hole = [(2, 2), (4, 2), (4, 4), (2, 2)]
     polys = [shapely.Polygon(outer, [hole]), shapely.box(100.5, 200.5, 103.5, 207.125)]
-    table = pa.table({
-        "geometry": shapely.to_wkb(polys),
-        "class_name": pa.array(["neoplastic", None]),
-        "score": pa.array([float("nan"), 1 / 3], pa.float64()),
-    })
+    table = pa.table(
+        {
+            "geometry": shapely.to_wkb(polys),
+            "class_name": pa.array(["neoplastic", None]),
+            "score": pa.array([float("nan"), 1 / 3], pa.float64()),
+        }
+    )
     src = tmp_path / "t.parquet"
     pq.write_table(table, src)
     out = tmp_path / "t.geojson.gz"
     assert export_qupath(src, out, compress=True, object_type="cell") == 2
     feats = json.loads(gzip.decompress(out.read_bytes()))["features"]
-    assert feats[0]["properties"]["classification"] == {"name": "neoplastic",
-                                                        "color": list(class_colour("neoplastic"))}
+    assert feats[0]["properties"]["classification"] == {
+        "name": "neoplastic",
+        "color": list(class_colour("neoplastic")),
+    }
     assert "classification" not in feats[1]["properties"]
     assert feats[0]["properties"]["objectType"] == "cell"
     assert feats[0]["properties"]["measurements"]["score"] is None
@@ -77,6 +82,70 @@ def test_cli(result_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.geojson"
     res = CliRunner().invoke(main, ["export", "qupath", str(result_dir), "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert len(json.loads(out.read_text())["features"]) == pq.read_metadata(result_dir / "nuclei.parquet").num_rows
+    assert (
+        len(json.loads(out.read_text())["features"])
+        == pq.read_metadata(result_dir / "nuclei.parquet").num_rows
+    )
     bad = CliRunner().invoke(main, ["export", "qupath", str(tmp_path)])
     assert bad.exit_code == 2
+
+
+def _reference_feature(poly: shapely.Polygon, row: dict, schema: pa.Schema) -> dict:
+    """One feature rendered the plain way: shapely mapping + json.dumps, per row."""
+    measurements = {}
+    for f in schema:
+        if f.name in ("geometry", "class_name", "class_id", "bbox", "slide_id"):
+            continue
+        v = row[f.name]
+        if pa.types.is_boolean(f.type):
+            v = int(v)
+        elif pa.types.is_float32(f.type):
+            v = float(str(np.float32(v)))  # Arrow prints float32 as its shortest float32 text
+        if isinstance(v, float) and not np.isfinite(v):
+            v = None
+        measurements[f.name] = v
+    props: dict = {"objectType": "detection"}
+    if row["class_name"] is not None:
+        props["classification"] = {
+            "name": row["class_name"],
+            "color": list(class_colour(row["class_name"])),
+        }
+    props["measurements"] = measurements
+    doc = {"type": "Feature", "geometry": shapely.geometry.mapping(poly), "properties": props}
+    return json.loads(json.dumps(doc))
+
+
+def test_feature_texts_equal_a_json_dumps_rendering() -> None:
+    rng = np.random.default_rng(7)
+    ring = np.c_[rng.uniform(0, 1e5, 9), rng.uniform(0, 1e5, 9)]
+    polys = [
+        shapely.Polygon(np.r_[ring, ring[:1]]),  # arbitrary doubles
+        shapely.box(0.5, 2.0, 3.25, -0.0),  # short decimals, a -0.0
+        shapely.Polygon(
+            [(0, 0), (9, 0), (9, 9), (0, 0)], [[(5, 1), (8, 1), (8, 4), (5, 1)]]
+        ),  # hole
+        shapely.box(1e-7, 123456789.123, 2e15, 3.0),
+    ]
+    wkb = list(shapely.to_wkb(polys, byte_order=1))
+    wkb[3] = shapely.to_wkb(polys[3], byte_order=0)  # big-endian WKB takes the GEOS path
+    batch = pa.record_batch(
+        {
+            "geometry": pa.array(wkb, pa.binary()),
+            "class_name": pa.array(["neoplastic", None, "my class", "dead"]),
+            "nucleus_id": pa.array([1, 2, 3, 2**40], pa.int64()),
+            "area_um2": pa.array([1 / 3, float("nan"), float("inf"), -2.5e-12]),
+            "solidity": pa.array([0.1, 0.5, 1.0, 3e-8], pa.float32()),
+            "class_id": pa.array([1, 0, 2, 3], pa.int16()),
+            "at_halo_edge": pa.array([True, False, True, False]),
+            "score": pa.array([None, 1.0, 2.0, 3.0]),
+        }
+    )
+    texts = feature_texts(batch).to_pylist()
+    assert all(t.startswith(',\n{"type":"Feature"') for t in texts)
+    got = [json.loads(t[2:]) for t in texts]
+    rows = batch.to_pylist()
+    for g, poly, row in zip(got, polys, rows, strict=True):
+        assert g == _reference_feature(poly, row, batch.schema)
+    assert (
+        "class_id" not in got[0]["properties"]["measurements"]
+    )  # class columns are not measurements

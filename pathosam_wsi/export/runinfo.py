@@ -14,8 +14,20 @@ from typing import Any
 __all__ = ["file_sha256", "params_hash", "versions", "write_json_atomic"]
 
 _PACKAGES = (
-    "pathosam-wsi", "numpy", "scipy", "scikit-image", "torch", "dask", "distributed", "zarr",
-    "ome-zarr", "tiffslide", "tifffile", "shapely", "pyarrow", "segment-anything",
+    "pathosam-wsi",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "torch",
+    "dask",
+    "distributed",
+    "zarr",
+    "ome-zarr",
+    "tiffslide",
+    "tifffile",
+    "shapely",
+    "pyarrow",
+    "segment-anything",
 )
 
 

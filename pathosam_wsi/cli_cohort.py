@@ -31,10 +31,17 @@ class CohortProgress:
     """Two tqdm bars: slides of the cohort, and blocks of the slides in flight."""
 
     def __init__(self, n_slides: int, disable: bool) -> None:
-        self.slides = tqdm(total=n_slides, unit="slide", position=0, disable=disable,
-                           dynamic_ncols=True, desc="slides")
-        self.blocks = tqdm(total=0, unit="block", position=1, disable=disable,
-                           dynamic_ncols=True, desc="blocks")
+        self.slides = tqdm(
+            total=n_slides,
+            unit="slide",
+            position=0,
+            disable=disable,
+            dynamic_ncols=True,
+            desc="slides",
+        )
+        self.blocks = tqdm(
+            total=0, unit="block", position=1, disable=disable, dynamic_ncols=True, desc="blocks"
+        )
         self.in_flight: set[str] = set()
 
     def __call__(self, event: str, payload: Any) -> None:
@@ -61,44 +68,72 @@ def _quiet_distributed_logs() -> None:
 
     import distributed  # noqa: F401  (configures its loggers first)
 
-    logging.getLogger("distributed").setLevel(max(logging.getLogger().level, logging.WARNING)
-                                              if logging.getLogger().level > logging.INFO
-                                              else logging.INFO)
+    logging.getLogger("distributed").setLevel(
+        max(logging.getLogger().level, logging.WARNING)
+        if logging.getLogger().level > logging.INFO
+        else logging.INFO
+    )
 
 
 def _echo_table(rows: Any) -> None:
     import pandas as pd
 
-    with pd.option_context("display.max_rows", None, "display.width", 200,
-                           "display.max_colwidth", 80):
+    with pd.option_context(
+        "display.max_rows", None, "display.width", 200, "display.max_colwidth", 80
+    ):
         click.echo(rows.to_string(index=False) if len(rows) else "(no slides)")
 
 
 @click.command()
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Output root: OUT/<slide_id>/, OUT/status.parquet, OUT/nuclei/.")
-@click.option("--cluster", type=click.Choice(["local", "threads", "none"]), default="local",
-              show_default=True,
-              help="local: LocalCUDACluster (GPUs) or LocalCluster; threads: one in-process "
-                   "worker; none: threads without dask.distributed (debugging).")
-@click.option("--scheduler", help="Existing cluster: tcp://HOST:PORT, tls://HOST:PORT or a "
-                                  "scheduler file (overrides --cluster).")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output root: OUT/<slide_id>/, OUT/status.parquet, OUT/nuclei/.",
+)
+@click.option(
+    "--cluster",
+    type=click.Choice(["local", "threads", "none"]),
+    default="local",
+    show_default=True,
+    help="local: LocalCUDACluster (GPUs) or LocalCluster; threads: one in-process "
+    "worker; none: threads without dask.distributed (debugging).",
+)
+@click.option(
+    "--scheduler",
+    help="Existing cluster: tcp://HOST:PORT, tls://HOST:PORT or a "
+    "scheduler file (overrides --cluster).",
+)
 @click.option("--workers", type=int, help="Local workers (default: one per GPU, else per CPU).")
 @click.option("--slides-in-flight", type=int, help="Slides at once (default: 2 with a cluster).")
 @click.option("--dashboard", is_flag=True, help="Start the dashboard of a local cluster.")
 @_model_options
 @_slide_options
 @_watershed_options
-@click.option("--config", type=click.Path(exists=True, dir_okay=False),
-              help="TOML file with [tiling], [model], [watershed], ... sections.")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML file with [tiling], [model], [watershed], ... sections.",
+)
 @click.option("--blocks-per-task", type=int, default=8, show_default=True)
 @click.option("--threads", type=int, help="Threads of --cluster none (default: all CPUs).")
 @click.option("--overwrite", is_flag=True, help="Redo every slide from scratch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or table.")
-def run(manifest: Path, out_dir: Path, cluster: str, scheduler: str | None, workers: int | None,
-        slides_in_flight: int | None, dashboard: bool, overwrite: bool, quiet: bool,
-        **kw: Any) -> None:
+def run(
+    manifest: Path,
+    out_dir: Path,
+    cluster: str,
+    scheduler: str | None,
+    workers: int | None,
+    slides_in_flight: int | None,
+    dashboard: bool,
+    overwrite: bool,
+    quiet: bool,
+    **kw: Any,
+) -> None:
     """Segment every slide listed in MANIFEST (CSV or Parquet: path[, slide_id, mpp, roi, ...]).
 
     Finished slides are skipped and unfinished ones resume; exit code 3 when some slide failed.
@@ -118,8 +153,14 @@ def run(manifest: Path, out_dir: Path, cluster: str, scheduler: str | None, work
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("default")
-                    rows = run_cohort(entries, out_dir, client=client, overwrite=overwrite,
-                                      slides_in_flight=slides_in_flight, on_event=progress)
+                    rows = run_cohort(
+                        entries,
+                        out_dir,
+                        client=client,
+                        overwrite=overwrite,
+                        slides_in_flight=slides_in_flight,
+                        on_event=progress,
+                    )
             finally:
                 progress.close()
     except PathoSamError as err:
@@ -130,8 +171,10 @@ def run(manifest: Path, out_dir: Path, cluster: str, scheduler: str | None, work
         _echo_table(read_status(out_dir))
     failed = [r for r in rows if r.state != "done"]
     if failed:
-        click.echo(f"{len(failed)} of {len(rows)} slides failed: see {out_dir / 'status.parquet'}",
-                   err=True)
+        click.echo(
+            f"{len(failed)} of {len(rows)} slides failed: see {out_dir / 'status.parquet'}",
+            err=True,
+        )
         sys.exit(EXIT_SOME_FAILED)
 
 

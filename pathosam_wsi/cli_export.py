@@ -15,7 +15,9 @@ __all__ = ["export", "qc"]
 def _result_dir(path: Path) -> Path:
     """Check that ``path`` is an ``OUT/<slide_id>`` folder with a nucleus table."""
     if not (path / "nuclei.parquet").is_file():
-        click.echo(f"error: {path} has no nuclei.parquet; give OUT/<slide_id> of a finished run", err=True)
+        click.echo(
+            f"error: {path} has no nuclei.parquet; give OUT/<slide_id> of a finished run", err=True
+        )
         sys.exit(2)
     return path
 
@@ -27,11 +29,26 @@ def export() -> None:
 
 @export.command("qupath")
 @click.argument("result_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file (default: RESULT_DIR/nuclei.geojson[.gz]).")
-@click.option("--gzip", "compress", is_flag=True, help="gzip the output (gunzip before importing into QuPath).")
-@click.option("--object-type", type=click.Choice(["detection", "cell", "annotation"]), default="detection",
-              show_default=True, help="QuPath object type of each nucleus.")
+@click.option(
+    "-o",
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file (default: RESULT_DIR/nuclei.geojson[.gz]).",
+)
+@click.option(
+    "--gzip",
+    "compress",
+    is_flag=True,
+    help="gzip the output (gunzip before importing into QuPath).",
+)
+@click.option(
+    "--object-type",
+    type=click.Choice(["detection", "cell", "annotation"]),
+    default="detection",
+    show_default=True,
+    help="QuPath object type of each nucleus.",
+)
 def qupath(result_dir: Path, out_path: Path | None, compress: bool, object_type: str) -> None:
     """Write RESULT_DIR's nuclei as a QuPath GeoJSON FeatureCollection (File > Import objects)."""
     from pathosam_wsi.export.qupath import default_output, export_qupath

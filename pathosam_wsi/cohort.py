@@ -51,11 +51,17 @@ _OVERRIDES: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "tile_px": ("tiling", "tile_px", int),
     "halo_px": ("tiling", "halo_px", int),
 }
-_STATUS_SCHEMA = pa.schema([
-    ("slide_id", pa.string()), ("path", pa.string()), ("state", pa.string()),
-    ("nuclei", pa.int64()), ("blocks", pa.int64()), ("seconds", pa.float64()),
-    ("error", pa.string()),
-])
+_STATUS_SCHEMA = pa.schema(
+    [
+        ("slide_id", pa.string()),
+        ("path", pa.string()),
+        ("state", pa.string()),
+        ("nuclei", pa.int64()),
+        ("blocks", pa.int64()),
+        ("seconds", pa.float64()),
+        ("error", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,11 @@ def _entry_config(base: RunConfig, row: dict[str, Any], where: str) -> RunConfig
     tiling = base.tiling
     if changes["tiling"]:
         tiling = dataclasses.replace(base.tiling, **changes["tiling"])
-    return dataclasses.replace(base, slide=SlideConfig(**dataclasses.asdict(slide)),
-                               tiling=TilingConfig(**dataclasses.asdict(tiling)))
+    return dataclasses.replace(
+        base,
+        slide=SlideConfig(**dataclasses.asdict(slide)),
+        tiling=TilingConfig(**dataclasses.asdict(tiling)),
+    )
 
 
 def read_manifest(path: str | Path, base: RunConfig) -> list[ManifestEntry]:
@@ -148,8 +157,10 @@ def read_manifest(path: str | Path, base: RunConfig) -> list[ManifestEntry]:
             slide_path = path.parent / slide_path
         sid = str(row.get("slide_id") or "").strip() or slide_id_of(slide_path)
         if sid in seen or sid in _RESERVED_IDS or "/" in sid:
-            raise ConfigError(f"{where}: slide_id {sid!r} is duplicate or reserved; give a unique "
-                              "slide_id column value")
+            raise ConfigError(
+                f"{where}: slide_id {sid!r} is duplicate or reserved; give a unique "
+                "slide_id column value"
+            )
         seen.add(sid)
         entries.append(ManifestEntry(str(slide_path), sid, _entry_config(base, row, where)))
     return entries
@@ -180,8 +191,9 @@ class _StatusBook:
         return row
 
     def write(self) -> None:
-        table = pa.Table.from_pylist([dataclasses.asdict(r) for r in self.rows.values()],
-                                     schema=_STATUS_SCHEMA)
+        table = pa.Table.from_pylist(
+            [dataclasses.asdict(r) for r in self.rows.values()], schema=_STATUS_SCHEMA
+        )
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, self.path)
@@ -195,14 +207,23 @@ def _finished_status(entry: ManifestEntry, out_dir: Path) -> SlideStatus | None:
     info = json.loads(run_json.read_text())
     if info.get("params_hash") != run_params_hash(entry.path, entry.config):
         return None
-    return SlideStatus(entry.slide_id, entry.path, "done", info["counts"]["nuclei"],
-                       info["counts"]["blocks"], info["timings_s"].get("total_s"))
+    return SlideStatus(
+        entry.slide_id,
+        entry.path,
+        "done",
+        info["counts"]["nuclei"],
+        info["counts"]["blocks"],
+        info["timings_s"].get("total_s"),
+    )
 
 
 def _check_conflicts(entries: Sequence[ManifestEntry], out_dir: Path) -> None:
     """Refuse finished outputs made with other parameters (before anything runs)."""
-    stale = [e.slide_id for e in entries
-             if (out_dir / e.slide_id).exists() and _finished_status(e, out_dir) is None]
+    stale = [
+        e.slide_id
+        for e in entries
+        if (out_dir / e.slide_id).exists() and _finished_status(e, out_dir) is None
+    ]
     if stale:
         shown = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")
         raise OutputExistsError(
@@ -235,8 +256,14 @@ def _client_lost(client: Any) -> bool:
     return client is not None and status not in ("running", "newly-created")
 
 
-def _run_one(entry: ManifestEntry, out_dir: Path, book: _StatusBook, client: Any,
-             overwrite: bool, on_event: Callable[[str, Any], None]) -> SlideStatus:
+def _run_one(
+    entry: ManifestEntry,
+    out_dir: Path,
+    book: _StatusBook,
+    client: Any,
+    overwrite: bool,
+    on_event: Callable[[str, Any], None],
+) -> SlideStatus:
     """Segment one slide; any error of this slide becomes its failed row."""
     book.update(entry.slide_id, state="running", error=None)
     on_event("slide_started", entry.slide_id)
@@ -245,8 +272,13 @@ def _run_one(entry: ManifestEntry, out_dir: Path, book: _StatusBook, client: Any
         shutil.rmtree(out_dir / f"{entry.slide_id}.partial", ignore_errors=True)
     try:
         result = segment_slide(
-            entry.path, out_dir, entry.config, slide_id=entry.slide_id, overwrite=overwrite,
-            client=client, on_progress=lambda ev, p: on_event(ev, (entry.slide_id, p)),
+            entry.path,
+            out_dir,
+            entry.config,
+            slide_id=entry.slide_id,
+            overwrite=overwrite,
+            client=client,
+            on_progress=lambda ev, p: on_event(ev, (entry.slide_id, p)),
         )
         _publish_table(out_dir, entry.slide_id)
     except Exception as err:
@@ -255,13 +287,23 @@ def _run_one(entry: ManifestEntry, out_dir: Path, book: _StatusBook, client: Any
                 f"lost the dask scheduler while running {entry.slide_id!r} ({_one_line(err)}); "
                 "restart the cluster and rerun the same command to resume"
             ) from err
-        log.warning("slide %s failed: %s", entry.slide_id, _one_line(err),
-                    exc_info=log.isEnabledFor(logging.DEBUG))
-        row = book.update(entry.slide_id, state="failed", error=_one_line(err),
-                          seconds=time.perf_counter() - t0)
+        log.warning(
+            "slide %s failed: %s",
+            entry.slide_id,
+            _one_line(err),
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        row = book.update(
+            entry.slide_id, state="failed", error=_one_line(err), seconds=time.perf_counter() - t0
+        )
     else:
-        row = book.update(entry.slide_id, state="done", nuclei=result.nuclei, blocks=result.blocks,
-                          seconds=time.perf_counter() - t0)
+        row = book.update(
+            entry.slide_id,
+            state="done",
+            nuclei=result.nuclei,
+            blocks=result.blocks,
+            seconds=time.perf_counter() - t0,
+        )
     on_event("slide_finished", row)
     return row
 

@@ -14,14 +14,20 @@ from pathosam_wsi.config import TilingConfig
 @pytest.fixture(scope="module")
 def out_root(synthetic_slide, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("queries")
-    segment_slide(synthetic_slide.path, out, RunConfig(tiling=TilingConfig(tile_px=256, halo_px=48), threads=2))
+    segment_slide(
+        synthetic_slide.path,
+        out,
+        RunConfig(tiling=TilingConfig(tile_px=256, halo_px=48), threads=2),
+    )
     return out
 
 
 def test_pandas(out_root: Path) -> None:
     import pandas as pd
 
-    df = pd.read_parquet(out_root / "synthetic" / "nuclei.parquet", columns=["nucleus_id", "area_um2"])
+    df = pd.read_parquet(
+        out_root / "synthetic" / "nuclei.parquet", columns=["nucleus_id", "area_um2"]
+    )
     big = df[df.area_um2 > 20]
     assert len(df) > 100 and 0 < len(big) <= len(df)
 

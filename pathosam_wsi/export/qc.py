@@ -27,7 +27,7 @@ from pathosam_wsi.export.qupath import class_colour
 from pathosam_wsi.slide.open import open_slide
 from pathosam_wsi.slide.tissue import read_thumbnail
 
-__all__ = ["colour_map", "density_grid", "densest_boxes", "write_qc"]
+__all__ = ["colour_map", "densest_boxes", "density_grid", "write_qc"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,11 @@ def density_grid(
 
 
 def densest_boxes(
-    counts: npt.NDArray[np.float64], cell_l0: float, box_l0: int, slide_wh_l0: tuple[int, int], k: int
+    counts: npt.NDArray[np.float64],
+    cell_l0: float,
+    box_l0: int,
+    slide_wh_l0: tuple[int, int],
+    k: int,
 ) -> list[tuple[int, int, int, int]]:
     """Up to ``k`` non-overlapping level-0 boxes (x0, y0, x1, y1) centred on the densest areas."""
     win = max(1, round(box_l0 / cell_l0))
@@ -92,7 +96,7 @@ def densest_boxes(
     w_l0, h_l0 = slide_wh_l0
     side_x, side_y = min(box_l0, w_l0), min(box_l0, h_l0)
     while len(boxes) < k and score.max() > 0:
-        i, j = np.unravel_index(int(np.argmax(score)), score.shape)
+        i, j = (int(v) for v in np.unravel_index(int(np.argmax(score)), score.shape))
         cx, cy = (j + 0.5) * cell_l0, (i + 0.5) * cell_l0
         x0 = int(np.clip(cx - side_x / 2, 0, w_l0 - side_x))
         y0 = int(np.clip(cy - side_y / 2, 0, h_l0 - side_y))
@@ -125,7 +129,10 @@ def _density_picture(
 
 
 def _crop_picture(
-    slide: Any, labels_s0: Any, box_l0: tuple[int, int, int, int], ds: float,
+    slide: Any,
+    labels_s0: Any,
+    box_l0: tuple[int, int, int, int],
+    ds: float,
     colours: dict[int, tuple[int, int, int]] | None,
 ) -> Image.Image:
     """Level-0 RGB crop with label boundaries drawn (labels upsampled when ds > 1)."""
@@ -152,11 +159,15 @@ def _class_colours(table: Path) -> dict[int, tuple[int, int, int]] | None:
         return None
     out: dict[int, tuple[int, int, int]] = {}
     for b in pf.iter_batches(columns=["nucleus_id", "class_name"]):
-        out.update(zip(b.column(0).to_pylist(), map(class_colour, b.column(1).to_pylist()), strict=True))
+        out.update(
+            zip(b.column(0).to_pylist(), map(class_colour, b.column(1).to_pylist()), strict=True)
+        )
     return out
 
 
-def write_qc(result_dir: Path, *, n_crops: int = 4, crop_px: int = 512, thumb_max_px: int = 1024) -> list[Path]:
+def write_qc(
+    result_dir: Path, *, n_crops: int = 4, crop_px: int = 512, thumb_max_px: int = 1024
+) -> list[Path]:
     """Write ``qc/density.png`` and ``qc/crop_<k>.png`` for one slide's results.
 
     Parameters
@@ -182,7 +193,10 @@ def write_qc(result_dir: Path, *, n_crops: int = 4, crop_px: int = 512, thumb_ma
     """
     run_json, table = result_dir / "run.json", result_dir / "nuclei.parquet"
     if not run_json.is_file() or not table.is_file():
-        raise ConfigError(f"{str(result_dir)!r} has no run.json/nuclei.parquet; expected OUT/<slide_id> of a finished run")
+        raise ConfigError(
+            f"{str(result_dir)!r} has no run.json/nuclei.parquet; "
+            "expected OUT/<slide_id> of a finished run"
+        )
     info = json.loads(run_json.read_text())["input"]
     slide = open_slide(info["path"], mpp=info["mpp_l0"])
     mpp_l0 = float(info["mpp_l0"])
@@ -200,7 +214,9 @@ def write_qc(result_dir: Path, *, n_crops: int = 4, crop_px: int = 512, thumb_ma
     qc_dir.mkdir(exist_ok=True)
     written = [qc_dir / "density.png"]
     picture.save(written[0])
-    labels_s0 = zarr.open_group(str(result_dir / "labels.ome.zarr" / "labels" / LABEL_NAME), mode="r")["s0"]
+    labels_s0 = zarr.open_group(
+        str(result_dir / "labels.ome.zarr" / "labels" / LABEL_NAME), mode="r"
+    )["s0"]
     colours = _class_colours(table)
     ds = float(info["working_mpp"]) / mpp_l0
     for k, box in enumerate(boxes, start=1):

@@ -40,6 +40,7 @@ def _moment_features(
     ids: npt.NDArray[np.intp], rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp], n: int
 ) -> dict[str, npt.NDArray[np.float64]]:
     """Axes (px), eccentricity and orientation (deg) from per-label pixel coordinate moments."""
+
     def total(w: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
         return np.bincount(ids, weights=w, minlength=n + 1)[1:].astype(np.float64)
 
@@ -56,8 +57,12 @@ def _moment_features(
     ecc = np.sqrt(1.0 - np.divide(lam2, lam1, out=np.ones_like(lam1), where=lam1 > 0))
     theta = 0.5 * np.degrees(np.arctan2(2 * cxy, cxx - cyy))
     theta = np.where(theta >= 90.0, theta - 180.0, theta)
-    return {"major": 4 * np.sqrt(lam1), "minor": 4 * np.sqrt(lam2), "eccentricity": ecc,
-            "orientation_deg": theta}
+    return {
+        "major": 4 * np.sqrt(lam1),
+        "minor": 4 * np.sqrt(lam2),
+        "eccentricity": ecc,
+        "orientation_deg": theta,
+    }
 
 
 def _solidity(rings: Rings, n: int) -> npt.NDArray[np.float64]:
@@ -107,7 +112,9 @@ def nucleus_features(
         If the shapes of ``labels`` and ``rgb`` differ.
     """
     if rgb.shape != (*labels.shape, 3):
-        raise ConfigError(f"rgb shape {rgb.shape} does not match labels {labels.shape}; expected (h, w, 3)")
+        raise ConfigError(
+            f"rgb shape {rgb.shape} does not match labels {labels.shape}; expected (h, w, 3)"
+        )
     flat = labels.ravel()
     where = np.flatnonzero(flat)
     ids = flat[where].astype(np.intp)

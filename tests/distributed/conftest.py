@@ -32,8 +32,13 @@ def write_synthetic_slide(path: Path, seed: int, hw_px: tuple[int, int] = (320, 
         img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = (70, 40, 120)
     img = (img.astype(np.int16) + rng.integers(-6, 7, img.shape)).clip(0, 255).astype(np.uint8)
     tifffile.imwrite(
-        path, img, photometric="rgb", tile=(128, 128), compression="zlib",
-        resolutionunit="CENTIMETER", resolution=(1e4 / 0.5, 1e4 / 0.5),
+        path,
+        img,
+        photometric="rgb",
+        tile=(128, 128),
+        compression="zlib",
+        resolutionunit="CENTIMETER",
+        resolution=(1e4 / 0.5, 1e4 / 0.5),
     )
     return path
 
@@ -65,8 +70,12 @@ def small_config(blocks_per_task: int = 2) -> RunConfig:
     """128-px blocks with a 32-px halo, every block processed."""
     from pathosam_wsi.config import RunConfig, TilingConfig, TissueConfig
 
-    return RunConfig(tiling=TilingConfig(tile_px=128, halo_px=32),
-                     tissue=TissueConfig(enabled=False), blocks_per_task=blocks_per_task, threads=2)
+    return RunConfig(
+        tiling=TilingConfig(tile_px=128, halo_px=32),
+        tissue=TissueConfig(enabled=False),
+        blocks_per_task=blocks_per_task,
+        threads=2,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +96,12 @@ def client() -> Iterator[Client]:
     """A LocalCluster of two single-threaded worker processes (shared by a test module)."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 

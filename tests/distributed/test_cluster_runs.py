@@ -35,8 +35,13 @@ def test_local_cluster_matches_threaded(
     client: Client, synthetic_slides: list[Path], reference_outputs: Path, tmp_path: Path
 ) -> None:
     events: list[Any] = []
-    result = segment_slide(synthetic_slides[0], tmp_path, small_config(), client=client,
-                           on_progress=lambda ev, p: events.append((ev, p)))
+    result = segment_slide(
+        synthetic_slides[0],
+        tmp_path,
+        small_config(),
+        client=client,
+        on_progress=lambda ev, p: events.append((ev, p)),
+    )
     assert result.nuclei > 20
     assert sum(len(p) for ev, p in events if ev == "blocks") == result.blocks == 9
     assert_same_outputs(reference_outputs / "syn0", tmp_path / "syn0")
@@ -49,8 +54,8 @@ def test_cohort_on_cluster_with_corrupt_slide(
     manifest = write_manifest(tmp_path / "m.csv", synthetic_slides, bad)
     out = tmp_path / "out"
     res = CliRunner().invoke(
-        main, ["run", str(manifest), "-o", str(out), "--scheduler", client.scheduler.address,
-               *TILE_ARGS],
+        main,
+        ["run", str(manifest), "-o", str(out), "--scheduler", client.scheduler.address, *TILE_ARGS],
     )
     assert res.exit_code == 3, res.output
     status = pd.read_parquet(out / "status.parquet").set_index("slide_id")
@@ -80,8 +85,13 @@ def test_worker_sigkill_mid_run(client: Client, tmp_path: Path) -> None:
         os.kill(pids[addr], signal.SIGKILL)
         killed.append(pids[addr])
 
-    result = segment_slide(slide, tmp_path / "out", small_config(blocks_per_task=1),
-                           client=client, on_progress=kill_busiest)
+    result = segment_slide(
+        slide,
+        tmp_path / "out",
+        small_config(blocks_per_task=1),
+        client=client,
+        on_progress=kill_busiest,
+    )
     assert killed
     assert result.nuclei == reference.nuclei
     assert_same_outputs(tmp_path / "ref" / "big", tmp_path / "out" / "big")

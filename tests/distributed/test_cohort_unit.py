@@ -15,9 +15,7 @@ from pathosam_wsi.errors import ConfigError
 
 def test_manifest_overrides_and_relative_paths(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text(
-        "path,slide_id,mpp,roi,target_mpp\n"
-        "a.svs,,,,\n"
-        "sub/b.tif,B,0.25,10 20 300 400,0.5\n"
+        "path,slide_id,mpp,roi,target_mpp\na.svs,,,,\nsub/b.tif,B,0.25,10 20 300 400,0.5\n"
     )
     base = RunConfig(tiling=TilingConfig(tile_px=256, halo_px=32))
     a, b = read_manifest(tmp_path / "m.csv", base)
@@ -31,7 +29,8 @@ def test_manifest_overrides_and_relative_paths(tmp_path: Path) -> None:
 
 def test_parquet_manifest(tmp_path: Path) -> None:
     pd.DataFrame({"path": ["/x/a.svs", "/x/b.svs"], "tile_px": [128, None]}).to_parquet(
-        tmp_path / "m.parquet")
+        tmp_path / "m.parquet"
+    )
     a, b = read_manifest(tmp_path / "m.parquet", RunConfig())
     assert a.config.tiling.tile_px == 128 and b.config.tiling.tile_px == 512
 
@@ -55,8 +54,15 @@ def test_bad_manifests(tmp_path: Path, text: str, match: str) -> None:
 
 def test_status_of_empty_folder(tmp_path: Path) -> None:
     status = read_status(tmp_path)
-    assert list(status.columns) == ["slide_id", "path", "state", "nuclei", "blocks", "seconds",
-                                    "error"]
+    assert list(status.columns) == [
+        "slide_id",
+        "path",
+        "state",
+        "nuclei",
+        "blocks",
+        "seconds",
+        "error",
+    ]
     assert status.empty
 
 

@@ -41,18 +41,41 @@ def scheduler_file(tmp_path: Path) -> Iterator[Path]:
 
     dask = str(Path(sys.executable).with_name("dask"))
     sched = tmp_path / "scheduler.json"
-    common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
-              "cwd": tmp_path}
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(sched)], **common)]
+    common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
+    procs = [
+        subprocess.Popen(
+            [
+                dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(sched),
+            ],
+            **common,
+        )
+    ]
     try:
         deadline = time.monotonic() + 60
         while not sched.exists():
             if time.monotonic() > deadline or procs[0].poll() is not None:
                 pytest.fail("dask scheduler did not start")
             time.sleep(0.1)
-        worker = [dask, "worker", "--scheduler-file", str(sched), "--host", "127.0.0.1",
-                  "--nthreads", "1", "--no-dashboard", "--no-nanny"]
+        worker = [
+            dask,
+            "worker",
+            "--scheduler-file",
+            str(sched),
+            "--host",
+            "127.0.0.1",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--no-nanny",
+        ]
         procs += [subprocess.Popen(worker, **common) for _ in range(2)]
         with Client(scheduler_file=str(sched), timeout=60) as c:
             c.wait_for_workers(2, timeout=90)
@@ -68,12 +91,26 @@ def test_cohort_through_external_scheduler(
     manifest = write_manifest(tmp_path / "m.csv", synthetic_slides, bad)
     out = tmp_path / "out"
     res = CliRunner().invoke(
-        main, ["run", str(manifest), "-o", str(out), "--scheduler", str(scheduler_file),
-               "--slides-in-flight", "3", *TILE_ARGS],
+        main,
+        [
+            "run",
+            str(manifest),
+            "-o",
+            str(out),
+            "--scheduler",
+            str(scheduler_file),
+            "--slides-in-flight",
+            "3",
+            *TILE_ARGS,
+        ],
     )
     assert res.exit_code == 3, res.output
     status = pd.read_parquet(out / "status.parquet").set_index("slide_id")
-    assert status["state"].to_dict() == {"syn0": "done", "syn1": "done", "syn2": "done",
-                                         "bad": "failed"}
+    assert status["state"].to_dict() == {
+        "syn0": "done",
+        "syn1": "done",
+        "syn2": "done",
+        "bad": "failed",
+    }
     for p in synthetic_slides:
         assert_same_outputs(reference_outputs / p.stem, out / p.stem)

@@ -59,12 +59,18 @@ def test_rerun_skips_finished_and_resumes_blocks(
     kept = len(list((out / "syn1.partial" / "blocks").glob("*.npz")))
     assert 1 <= kept < 9
     events: list[tuple[str, Any]] = []
-    rows = run_cohort(read_manifest(manifest, config), out,
-                      on_event=lambda ev, p: events.append((ev, p)))
+    rows = run_cohort(
+        read_manifest(manifest, config), out, on_event=lambda ev, p: events.append((ev, p))
+    )
     assert [r.state for r in rows] == ["done"] * 3
     assert (out / "syn2" / "run.json").read_bytes() == run_json, "finished slide was redone"
-    reused = [s for ev, (sid, p) in ((e, p) for e, p in events if e == "blocks")
-              if sid == "syn1" for s in p if not s["timings"]]
+    reused = [
+        s
+        for ev, (sid, p) in ((e, p) for e, p in events if e == "blocks")
+        if sid == "syn1"
+        for s in p
+        if not s["timings"]
+    ]
     assert len(reused) == kept
     for p in synthetic_slides:
         assert_same_outputs(reference_outputs / p.stem, out / p.stem)
@@ -94,11 +100,27 @@ def test_sigkill_whole_run_then_resume(tmp_path: Path) -> None:
     segment_slide(slide, tmp_path / "ref", small_config())
     manifest = write_manifest(tmp_path / "m.csv", [slide])
     out = tmp_path / "out"
-    args = ["run", str(manifest), "-o", str(out), "--cluster", "none", "--threads", "1",
-            *TILE_ARGS[:-3], "--blocks-per-task", "1", "-q"]
+    args = [
+        "run",
+        str(manifest),
+        "-o",
+        str(out),
+        "--cluster",
+        "none",
+        "--threads",
+        "1",
+        *TILE_ARGS[:-3],
+        "--blocks-per-task",
+        "1",
+        "-q",
+    ]
     cli = Path(sys.executable).with_name("pathosam-wsi")
-    proc = subprocess.Popen([str(cli), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(cli), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     blocks = out / "big.partial" / "blocks"
     try:
         deadline = time.monotonic() + 60

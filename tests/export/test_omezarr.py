@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-import pytest
 from ome_zarr.format import FormatV04
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
@@ -43,7 +42,9 @@ def test_coarser_levels_sit_on_their_level0_samples(result_dir: Path) -> None:
         f = 2**k
         lk = grp[ds["path"]][:]
         # level-k pixel i holds level-0 pixel i*f + f//2 ...
-        np.testing.assert_array_equal(lk, l0[f // 2 :: f, f // 2 :: f][: lk.shape[0], : lk.shape[1]])
+        np.testing.assert_array_equal(
+            lk, l0[f // 2 :: f, f // 2 :: f][: lk.shape[0], : lk.shape[1]]
+        )
         # ... so its centre must land on that pixel's centre in world (µm) coordinates.
         t = {x["type"]: x for x in ds["coordinateTransformations"]}
         idx = np.array([0, 3, 10])
@@ -52,7 +53,9 @@ def test_coarser_levels_sit_on_their_level0_samples(result_dir: Path) -> None:
 
 
 def test_labels_overlay_the_drawn_nuclei(result_dir: Path, synthetic_slide) -> None:
-    s0 = zarr.open_group(str(result_dir / "labels.ome.zarr" / "labels" / LABEL_NAME), mode="r")["s0"][:]
+    s0 = zarr.open_group(str(result_dir / "labels.ome.zarr" / "labels" / LABEL_NAME), mode="r")[
+        "s0"
+    ][:]
     assert s0.shape == synthetic_slide.labels.shape
     inter = np.logical_and(s0 > 0, synthetic_slide.labels > 0).sum()
     union = np.logical_or(s0 > 0, synthetic_slide.labels > 0).sum()
@@ -64,12 +67,19 @@ def test_ome_zarr_reader_reads_labels(result_dir: Path) -> None:
     loc = parse_url(str(result_dir / "labels.ome.zarr" / "labels" / LABEL_NAME), fmt=FormatV04())
     assert loc is not None
     # The reader also yields the (hidden, empty) parent named by image-label "source".
-    nodes = [n for n in Reader(loc)() if {"Label", "Multiscales"} <= {type(s).__name__ for s in n.specs}]
+    nodes = [
+        n for n in Reader(loc)() if {"Label", "Multiscales"} <= {type(s).__name__ for s in n.specs}
+    ]
     assert len(nodes) == 1
     data = nodes[0].data
     first = nodes[0].metadata["coordinateTransformations"][0]
-    assert first[0]["scale"] == _multiscales(result_dir)["datasets"][0]["coordinateTransformations"][0]["scale"]
-    s0 = zarr.open_group(str(result_dir / "labels.ome.zarr" / "labels" / LABEL_NAME), mode="r")["s0"][:]
+    assert (
+        first[0]["scale"]
+        == _multiscales(result_dir)["datasets"][0]["coordinateTransformations"][0]["scale"]
+    )
+    s0 = zarr.open_group(str(result_dir / "labels.ome.zarr" / "labels" / LABEL_NAME), mode="r")[
+        "s0"
+    ][:]
     np.testing.assert_array_equal(np.asarray(data[0]), s0)
     assert len(data) == len(_multiscales(result_dir)["datasets"])
 

@@ -18,7 +18,7 @@ def test_density_grid_and_boxes() -> None:
     assert counts.sum() == 4 and counts[0, 1] == 2 and counts[9, 9] == 1
     boxes = densest_boxes(counts, 10.0, 20, (100, 100), 5)
     assert boxes[0][0] <= 15 < boxes[0][2] and boxes[0][1] <= 5 < boxes[0][3]
-    assert all(x1 - x0 == 20 and 0 <= x0 and x1 <= 100 for x0, _, x1, _ in boxes)
+    assert all(x1 - x0 == 20 and x0 >= 0 and x1 <= 100 for x0, _, x1, _ in boxes)
     assert len(boxes) == 2
 
 

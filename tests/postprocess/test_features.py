@@ -35,12 +35,18 @@ def test_features_match_regionprops() -> None:
     hed = rgb2hed(rgb)[..., 0]
     for p in regionprops(labels.astype(np.int64), intensity_image=rgb):
         i = p.label - 1
-        np.testing.assert_allclose(f["equivalent_diameter_um"][i], p.equivalent_diameter_area * mpp, rtol=1e-5)
+        np.testing.assert_allclose(
+            f["equivalent_diameter_um"][i], p.equivalent_diameter_area * mpp, rtol=1e-5
+        )
         np.testing.assert_allclose(f["major_axis_um"][i], p.axis_major_length * mpp, rtol=1e-4)
         np.testing.assert_allclose(f["minor_axis_um"][i], p.axis_minor_length * mpp, rtol=1e-4)
         np.testing.assert_allclose(f["eccentricity"][i], p.eccentricity, atol=1e-4)
-        np.testing.assert_allclose([f["mean_r"][i], f["mean_g"][i], f["mean_b"][i]], p.intensity_mean, rtol=1e-5)
-        np.testing.assert_allclose(f["hematoxylin_od_mean"][i], hed[labels == p.label].mean(), rtol=1e-4)
+        np.testing.assert_allclose(
+            [f["mean_r"][i], f["mean_g"][i], f["mean_b"][i]], p.intensity_mean, rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            f["hematoxylin_od_mean"][i], hed[labels == p.label].mean(), rtol=1e-4
+        )
         # Polygon solidity is close to skimage's pixel-count solidity for convex shapes.
         assert 0.9 < f["solidity"][i] <= 1.0 + 1e-6
         assert abs(f["solidity"][i] - p.solidity) < 0.08

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pathosam_wsi.errors import PathoSamError
+from pathosam_wsi.errors import DataFetchError
 
 __all__ = [
+    "DataFetchError",
     "DATASETS",
     "GROUPS",
     "DataFetchError",
@@ -45,10 +46,6 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "PATHOSAM_WSI_DATA"
 _PIP_TIMEOUT_S = 900
 _CHUNK_BYTES = 1 << 20
-
-
-class DataFetchError(PathoSamError, OSError):
-    """Registry test data cannot be downloaded, extracted or verified."""
 
 
 @dataclass(frozen=True, kw_only=True)

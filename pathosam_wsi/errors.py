@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "DataFetchError",
     "MissingResolutionError",
     "OutputExistsError",
     "PathoSamError",
@@ -40,6 +41,10 @@ class TilingError(PathoSamError, ValueError):
 
 class CheckpointError(PathoSamError, RuntimeError):
     """A model checkpoint is missing, corrupt, unsafe or does not match the architecture."""
+
+
+class DataFetchError(PathoSamError, OSError):
+    """Registry sample or test data cannot be downloaded, extracted or verified."""
 
 
 class OutputExistsError(PathoSamError, FileExistsError):

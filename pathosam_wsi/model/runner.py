@@ -27,7 +27,13 @@ from pathosam_wsi.errors import ConfigError
 from pathosam_wsi.model.preprocess import SAM_INPUT_PX, postprocess_maps, preprocess_tiles
 from pathosam_wsi.model.unetr_decoder import AISDecoder
 
-__all__ = ["PRECISIONS", "InferenceRunner", "estimate_tile_bytes", "resolve_device"]
+__all__ = [
+    "PRECISIONS",
+    "InferenceRunner",
+    "cpu_has_amx",
+    "estimate_tile_bytes",
+    "resolve_device",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +69,15 @@ def estimate_tile_bytes(encoder: nn.Module, decoders: int, precision: str, targe
     attention = 3 * heads * tokens * tokens * element  # logits, rel-pos bias, softmax
     decoder = 8 * 64 * target_px * target_px * 4  # ~8 live 64-channel full-size maps (fp32 norms)
     return attention + decoder * max(decoders, 1)
+
+
+def cpu_has_amx() -> bool | None:
+    """True/False from the ``amx_bf16`` flag of /proc/cpuinfo; None where that file is missing."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return any("amx_bf16" in line for line in info if line.startswith("flags"))
+    except OSError:
+        return None
 
 
 def _free_bytes(device: torch.device) -> int:
@@ -126,7 +141,16 @@ class InferenceRunner:
         self.target_px, self.fixed_batch_size = target_px, batch_size
         self.model_key = model_key or type(encoder).__name__
         self.encoder = encoder.to(self.device).eval()
-        self.decoders = {role: d.to(self.device) for role, d in decoders.items()}
+        # NHWC decoder activations: oneDNN convolves them without per-layer reorders (CPU only;
+        # CUDA keeps the layout that the golden tests and the GPU benchmark measured).
+        self.decoders = {
+            role: d.to(self.device).set_channels_last(self.device.type == "cpu")
+            for role, d in decoders.items()
+        }
+        if self.device.type == "cpu" and precision != "fp32" and cpu_has_amx() is False:
+            # Measured (benchmarks/bench_model_cpu.py, /work/notes/pathosam.md): without AMX the
+            # AVX-512 bf16/fp16 kernels are no faster than fp32 (GEMM 52/74 vs 89 GFLOP/s).
+            logger.info("%s on a CPU without AMX is usually slower than fp32 here", precision)
         self._encode: Any = torch.compile(self.encoder) if compile else self.encoder
         self._decode: dict[str, Any] = {
             role: torch.compile(d) if compile else d for role, d in self.decoders.items()

@@ -4,7 +4,10 @@ Deterministic golden weights (SAM vit_b base seed 1000, conv-transpose decoder b
 pathosam-reference.md §12), one synthetic 512x512 H&E-like block padded to 1024 as the reference.
 For each precision: the median time of ``--repeats`` encoder and decoder forwards (after one
 untimed warm-up) and blocks/s; the maximum absolute difference of the three maps (resized back to
-512x512) from fp32. Writes a JSON with hardware and versions.
+512x512) from fp32, and the mSA between the label outputs (``ais_watershed``) of each precision
+and fp32 at the 0.3-quantile thresholds of the fp32 maps (random weights give near-constant maps
+and no object at the default 0.5 thresholds). The decoder runs channels-last, as the CPU runner.
+Writes a JSON with hardware and versions.
 
     python benchmarks/bench_model_cpu.py --precisions fp32 bf16 fp16 --repeats 3 --out result.json
 """
@@ -71,7 +74,7 @@ def run(precisions: list[str], repeats: int, sdpa: bool) -> dict[str, Any]:
     encoder = load_image_encoder(synthetic_sam_state_dict("vit_b"), "vit_b", sdpa=sdpa)
     if not sdpa:
         disable_sdpa_attention(encoder)
-    decoder = load_decoder(synthetic_decoder_state_dict(), 3)
+    decoder = load_decoder(synthetic_decoder_state_dict(), 3).set_channels_last(True)
     block = synthetic_block()
     batch = preprocess_tiles([block])
     results: dict[str, Any] = {}
@@ -92,9 +95,35 @@ def run(precisions: list[str], repeats: int, sdpa: bool) -> dict[str, Any]:
             }
             logger.info("%s: encoder %.2f s, decoder %.2f s", precision, enc_s, dec_s)
     if "fp32" in maps:
-        for precision, m in maps.items():
-            results[precision]["max_abs_diff_vs_fp32"] = float(np.abs(m - maps["fp32"]).max())
+        _deviations(maps, results)
     return results
+
+
+def _deviations(maps: dict[str, np.ndarray], results: dict[str, Any]) -> None:
+    """Max abs map difference and label mSA of every precision against fp32."""
+    from scipy import ndimage
+
+    from pathosam_wsi.config import WatershedConfig
+    from pathosam_wsi.evaluate.compare import evaluate_labels
+    from pathosam_wsi.postprocess.watershed import ais_watershed
+
+    ref = maps["fp32"]
+    sigmas = (1.0, 1.6, 1.6)
+    q = [
+        float(np.quantile(ndimage.gaussian_filter(m, s, mode="mirror", truncate=3.0), 0.3))
+        for m, s in zip(ref, sigmas, strict=True)
+    ]
+    config = WatershedConfig(
+        foreground_thresh=q[0], center_distance_thresh=q[1], boundary_distance_thresh=q[2]
+    )
+    ref_labels = ais_watershed(ref, config)
+    for precision, m in maps.items():
+        labels = ais_watershed(m, config)
+        ev = evaluate_labels(labels, ref_labels)
+        results[precision]["max_abs_diff_vs_fp32"] = float(np.abs(m - ref).max())
+        results[precision]["msa_vs_fp32_quantile_thresholds"] = ev.msa
+        results[precision]["nuclei_quantile_thresholds"] = ev.n_pred
+        logger.info("%s vs fp32: max abs %.3g, mSA %.4f", precision, np.abs(m - ref).max(), ev.msa)
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ from typing import IO
 from pathosam_wsi.errors import DataFetchError
 
 __all__ = [
-    "DataFetchError",
     "DATASETS",
     "GROUPS",
     "DataFetchError",

@@ -146,7 +146,9 @@ def test_resize_and_normalise_equal_reference(golden: dict[str, Any]) -> None:
     assert _sha256(tensor[None].numpy()) == ref["encoder_input_sha256"]
 
 
-def _decode(features: torch.Tensor, golden: dict[str, Any]) -> npt.NDArray[np.float32]:
+def _decode(
+    features: torch.Tensor, golden: dict[str, Any], channels_last: bool = False
+) -> npt.NDArray[np.float32]:
     """Our decoder (per-tile BN) + resize back, on (1, 256, 64, 64) features -> (3, H, W) maps."""
     from pathosam_wsi.model.preprocess import postprocess_maps
     from pathosam_wsi.model.synthetic_weights import synthetic_decoder_state_dict
@@ -154,6 +156,7 @@ def _decode(features: torch.Tensor, golden: dict[str, Any]) -> npt.NDArray[np.fl
 
     decoder = AISDecoder()
     decoder.load_state_dict(synthetic_decoder_state_dict(), strict=True)
+    decoder.set_channels_last(channels_last)
     ref = golden["info"]["preprocessing"]
     with torch.inference_mode():
         out = decoder(features, batchnorm="per_tile")  # (1, 3, 1024, 1024)
@@ -161,12 +164,16 @@ def _decode(features: torch.Tensor, golden: dict[str, Any]) -> npt.NDArray[np.fl
     return maps.numpy()
 
 
-def test_decoder_maps_match_reference(golden: dict[str, Any], record_property: Any) -> None:
-    maps = _decode(torch.from_numpy(golden["features"]), golden)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_decoder_maps_match_reference(
+    golden: dict[str, Any], record_property: Any, channels_last: bool
+) -> None:
+    """Both layouts: NCHW (PyTorch's instance norm) and NHWC (the CPU runner's two-pass norm)."""
+    maps = _decode(torch.from_numpy(golden["features"]), golden, channels_last)
     assert maps.shape == golden["maps"].shape
     max_abs = float(np.abs(maps - golden["maps"]).max())
     record_property("decoder_maps_max_abs_diff", max_abs)
-    log.info("decoder maps vs reference: max abs diff %.3g", max_abs)
+    log.info("decoder maps vs reference (channels_last=%s): max abs %.3g", channels_last, max_abs)
     assert max_abs <= MAP_ATOL
 
 

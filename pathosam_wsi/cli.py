@@ -166,6 +166,22 @@ def _watershed_options(f: Any) -> Any:
     return f
 
 
+def _config_options(f: Any) -> Any:
+    """``--config`` and ``--blocks-per-task``, shared by ``segment`` and ``run``."""
+    f = click.option(
+        "--blocks-per-task",
+        type=int,
+        default=8,
+        show_default=True,
+        help="Blocks per scheduled task (read + model + watershed together).",
+    )(f)
+    return click.option(
+        "--config",
+        type=click.Path(exists=True, dir_okay=False),
+        help="TOML file with [tiling], [model], [watershed], ... sections.",
+    )(f)
+
+
 def _build_config(kw: dict[str, Any]) -> RunConfig:
     base = RunConfig.from_toml(kw["config"]) if kw.get("config") else RunConfig()
     return dataclasses.replace(
@@ -218,12 +234,7 @@ def _build_config(kw: dict[str, Any]) -> RunConfig:
 @_slide_options
 @_watershed_options
 @click.option("--slide-id", help="Output folder and table slide_id (default: file name stem).")
-@click.option(
-    "--config",
-    type=click.Path(exists=True, dir_okay=False),
-    help="TOML file with [tiling], [model], [watershed], ... sections.",
-)
-@click.option("--blocks-per-task", type=int, default=8, show_default=True)
+@_config_options
 @click.option("--threads", type=int, help="Local worker threads (default: all CPUs).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

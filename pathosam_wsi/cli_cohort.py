@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from pathosam_wsi.cli import (
     _build_config,
+    _config_options,
     _fail,
     _model_options,
     _slide_options,
@@ -113,12 +114,7 @@ def _echo_table(rows: Any) -> None:
 @_model_options
 @_slide_options
 @_watershed_options
-@click.option(
-    "--config",
-    type=click.Path(exists=True, dir_okay=False),
-    help="TOML file with [tiling], [model], [watershed], ... sections.",
-)
-@click.option("--blocks-per-task", type=int, default=8, show_default=True)
+@_config_options
 @click.option("--threads", type=int, help="Threads of --cluster none (default: all CPUs).")
 @click.option("--overwrite", is_flag=True, help="Redo every slide from scratch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or table.")

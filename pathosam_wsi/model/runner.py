@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -137,6 +138,10 @@ class InferenceRunner:
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size!r}")
         self.device = resolve_device(device)
+        # One forward pass at a time per model: on CPU torch already uses every core for one
+        # batch (two concurrent passes would oversubscribe), on a GPU they would compete for
+        # memory. Other worker threads meanwhile read blocks and run the watershed.
+        self._lock = threading.Lock()
         self.precision, self.intensity, self.batchnorm = precision, intensity, batchnorm
         self.target_px, self.fixed_batch_size = target_px, batch_size
         self.model_key = model_key or type(encoder).__name__
@@ -216,6 +221,13 @@ class InferenceRunner:
         """
         if len(tiles) == 0:
             return []
+        with self._lock:
+            return self._predict_with_retry(tiles)
+
+    def _predict_with_retry(
+        self, tiles: Sequence[npt.NDArray[np.uint8]]
+    ) -> list[dict[str, npt.NDArray[np.float32]]]:
+        """Halve the batch size on out-of-memory until it fits (remembered per device)."""
         while True:
             size = self.batch_size()
             try:

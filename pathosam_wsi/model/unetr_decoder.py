@@ -225,7 +225,8 @@ class AISDecoder(nn.Module):
         """Switch weights and activations to NHWC (True) or NCHW (False); returns ``self``."""
         self.channels_last = enabled
         fmt = torch.channels_last if enabled else torch.contiguous_format
-        return self.to(memory_format=fmt)  # type: ignore[no-any-return]
+        self.to(memory_format=fmt)  # type: ignore[call-overload]
+        return self
 
     def forward(
         self, features: torch.Tensor, batchnorm: str = "per_tile", *, activation: bool = True

@@ -38,8 +38,10 @@ def test_output_independent_of_batch_composition(
         assert a["ais"].shape == (3, *t.shape[:2])
         assert a["ais"].dtype == np.float32
         assert a["semantic"].shape == (6, *t.shape[:2])
-        assert np.abs(a["ais"] - b["ais"]).max() < 1e-5
-        assert np.abs(a["semantic"] - b["semantic"]).max() < 1e-5
+        # float rounding only: oneDNN picks other NHWC kernels per batch size (measured 1.2e-5);
+        # batch-dependent statistics differ by more (test_batch_mode_emulation_depends_on_batch)
+        assert np.abs(a["ais"] - b["ais"]).max() < 1e-4
+        assert np.abs(a["semantic"] - b["semantic"]).max() < 1e-4
     # the maps are not constant, so the comparison above means something
     assert together[0]["ais"].std() > 1e-3
 

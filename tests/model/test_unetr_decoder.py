@@ -217,3 +217,31 @@ def test_interpolation_upsampler_is_bilinear_then_conv() -> None:
     expected = sampler.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
     with torch.inference_mode():
         assert torch.allclose(sampler(x), expected)
+
+
+@pytest.mark.parametrize("mode", ["per_tile", "batch", "running"])
+@pytest.mark.parametrize("conv_transpose", [True, False])
+def test_channels_last_equals_nchw(mode: str, conv_transpose: bool) -> None:
+    """The CPU runner's NHWC path (two-pass norm) gives the NCHW outputs; result is NCHW."""
+    nchw = _tiny(conv_transpose)
+    nhwc = _tiny(conv_transpose).set_channels_last(True)
+    x = torch.randn(3, 32, 4, 4) * torch.tensor([1.0, 3.0, 0.3]).view(3, 1, 1, 1) + 2.0
+    with torch.inference_mode():
+        ref = nchw(x, mode, activation=False)
+        out = nhwc(x, mode, activation=False)
+    assert nhwc.out_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert out.is_contiguous()
+    assert (out - ref).abs().max().item() < 1e-4 * max(1.0, ref.abs().max().item())
+
+
+def test_channels_last_norm_is_accurate_with_a_large_mean() -> None:
+    """Mean 100, std 1 over 512x512 px: the two-pass statistics stay at float32 accuracy."""
+    from pathosam_wsi.model.unetr_decoder import _channel_norm
+
+    x = torch.randn(2, 4, 512, 512, dtype=torch.float64) + 100.0
+    ref = F.instance_norm(x, eps=1e-5)
+    out = _channel_norm(
+        x.float().contiguous(memory_format=torch.channels_last), None, None, 1e-5, per_sample=True
+    )
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert (out.double() - ref).abs().max().item() < 1e-4

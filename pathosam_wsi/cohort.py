@@ -256,6 +256,38 @@ def _client_lost(client: Any) -> bool:
     return client is not None and status not in ("running", "newly-created")
 
 
+def _is_comm_error(err: BaseException) -> bool:
+    """Whether ``err`` or an exception it was raised from is a network/connection failure."""
+    from distributed.comm.core import CommClosedError
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, CommClosedError | ConnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _scheduler_lost(client: Any, err: BaseException, wait_s: float = 10.0) -> bool:
+    """A lost scheduler, as opposed to a failure of the slide itself.
+
+    A connection error can reach us before the client notices that the scheduler is gone, so
+    after one the client's status is polled for ``wait_s`` seconds.
+    """
+    if client is None:
+        return False
+    if _client_lost(client):
+        return True
+    if not _is_comm_error(err):
+        return False
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if _client_lost(client):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def _run_one(
     entry: ManifestEntry,
     out_dir: Path,
@@ -282,7 +314,7 @@ def _run_one(
         )
         _publish_table(out_dir, entry.slide_id)
     except Exception as err:
-        if _client_lost(client):
+        if _scheduler_lost(client, err):
             raise PathoSamError(
                 f"lost the dask scheduler while running {entry.slide_id!r} ({_one_line(err)}); "
                 "restart the cluster and rerun the same command to resume"

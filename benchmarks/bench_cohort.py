@@ -1,7 +1,7 @@
 """Benchmark cohorts on a LocalCluster: wall time with 1 and 2 workers (ratio from the same run),
 scheduler overhead per task and per block, peak RSS per worker.
 
-    python benchmarks/bench_cohort.py --sample /tmp/td/wsi/cmu_small_region.svs --json out.json
+    python benchmarks/bench_cohort.py --json out.json    # --sample SLIDE, default: sample-data
 
 The cohort is the sample slide plus two synthetic slides (dark round nuclei on pink, mpp 0.5).
 Overhead is measured twice: (a) no-op tasks pushed through the same bounded submit loop the
@@ -119,7 +119,7 @@ def main() -> None:
     from pathosam_wsi.config import RunConfig, TilingConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", type=Path, default=Path("/tmp/td/wsi/cmu_small_region.svs"))
+    parser.add_argument("--sample", type=Path, help="default: the sample slide (sample-data)")
     parser.add_argument("--synthetic-side", type=int, default=2048)
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--blocks-per-task", type=int, default=8)
@@ -129,6 +129,10 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_cohort_"))
     try:
+        if args.sample is None:
+            from pathosam_wsi.datasets import fetch
+
+            args.sample = fetch("cmu_small_region")
         slides = [args.sample] if args.sample.exists() else []
         slides += [_synthetic(tmp / f"syn{i}.tif", args.synthetic_side, i) for i in range(2)]
         config = RunConfig(tiling=TilingConfig(tile_px=args.tile, halo_px=64),

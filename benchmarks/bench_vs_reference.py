@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -42,8 +43,8 @@ import numpy as np
 
 logger = logging.getLogger("bench_vs_reference")
 REPO = Path(__file__).resolve().parents[1]
-REF_PYTHON = "/work/refenv/bin/python"
-SAMPLE = "/tmp/td/wsi/cmu_small_region.svs"
+# The reference environment (tests/model/golden/README.md has the recipe).
+REF_PYTHON = os.environ.get("PATHOSAM_WSI_REF_PYTHON", "refenv/bin/python")
 TILE_PX, HALO_PX, SIDE_PX, MPP = 384, 64, 1024, 0.5
 
 
@@ -188,7 +189,7 @@ def main() -> None:
         child(*sys.argv[2:8])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slide", default=SAMPLE)
+    parser.add_argument("--slide", help="default: the sample slide (pathosam-wsi sample-data)")
     parser.add_argument("--side", type=int, default=SIDE_PX, help="crop side, px")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
@@ -208,6 +209,10 @@ def _run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     from pathosam_wsi.cli_models import write_test_checkpoint
 
+    if args.slide is None:
+        from pathosam_wsi.datasets import fetch
+
+        args.slide = str(fetch("cmu_small_region"))
     image = crop(args.slide, args.side)
     np.save(work / "image.npy", image)
     Image.fromarray(image).save(work / "image.png")

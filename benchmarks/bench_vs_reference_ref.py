@@ -9,7 +9,7 @@ weights whose sha256 differs from pathosam-reference.md §12), then runs the cal
 (decoder and map stitching) and ``generate`` (tiled watershed). Each step is timed on its own;
 imports and model loading are timed separately.
 
-    /work/refenv/bin/python benchmarks/bench_vs_reference_ref.py IMAGE.npy OUT.npz \
+    refenv/bin/python benchmarks/bench_vs_reference_ref.py IMAGE.npy OUT.npz \
         [--thresholds JSON]
 
 Without ``--thresholds`` the 0.3-quantiles of the smoothed stitched maps are used (random weights

@@ -153,7 +153,7 @@ class InferenceRunner:
             for role, d in decoders.items()
         }
         if self.device.type == "cpu" and precision != "fp32" and cpu_has_amx() is False:
-            # Measured (benchmarks/bench_model_cpu.py, /work/notes/pathosam.md): without AMX the
+            # Measured (benchmarks/bench_model_cpu.py, benchmarks/README.md): without AMX the
             # AVX-512 bf16/fp16 kernels are no faster than fp32 (GEMM 52/74 vs 89 GFLOP/s).
             logger.info("%s on a CPU without AMX is usually slower than fp32 here", precision)
         self._encode: Any = torch.compile(self.encoder) if compile else self.encoder

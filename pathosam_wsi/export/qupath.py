@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -103,7 +103,8 @@ def _wkb_header(geometry: pa.Array) -> tuple[npt.NDArray[np.bool_], npt.NDArray[
     if geometry.null_count:
         ok &= geometry.is_valid().to_numpy(zero_copy_only=False)
     head = np.zeros((n, 13), np.uint8)
-    head[ok] = data[offsets[:-1][ok, None] + np.arange(13)]
+    starts = np.asarray(offsets[:-1], np.int64)[ok]
+    head[ok] = data[starts[:, None] + np.arange(13)]
     words = head[:, 1:].copy().view("<u4")  # (n, 3): type, number of rings, vertices of ring 0
     n_xy = words[:, 2].astype(np.int64)
     plain = (
@@ -152,7 +153,8 @@ def _other_geometry_texts(geometry: pa.Array, rows: npt.NDArray[np.bool_]) -> pa
     """GEOS GeoJSON of the rows the fast path does not handle (holes, other types, nulls)."""
     geoms = shapely.from_wkb(geometry.filter(pa.array(rows)).to_numpy(zero_copy_only=False))
     texts = shapely.to_geojson(geoms)
-    return pa.array(np.where(np.equal(texts, None), "null", texts), pa.large_string())
+    missing = np.array([t is None for t in texts], bool)
+    return pa.array(np.where(missing, "null", texts), pa.large_string())
 
 
 def _polygon_texts(xy: npt.NDArray[np.float64], n_xy: npt.NDArray[np.int64]) -> pa.Array:
@@ -270,6 +272,13 @@ def _converted(
             yield pending.popleft().result()
 
 
+def _open_output(path: Path, compress: bool) -> IO[bytes]:
+    """The output file, gzip-compressed (fast level) or plain; the caller closes it."""
+    if compress:
+        return cast(IO[bytes], gzip.open(path, "wb", compresslevel=1))
+    return open(path, "wb")
+
+
 def export_qupath(
     table_path: Path,
     out_path: Path,
@@ -306,8 +315,7 @@ def export_qupath(
     """
     tmp = out_path.with_name(out_path.name + ".partial")
     n = 0
-    fh: IO[bytes]
-    with gzip.open(tmp, "wb", compresslevel=1) if compress else open(tmp, "wb") as fh:
+    with _open_output(tmp, compress) as fh:
         fh.write(b'{"type":"FeatureCollection","features":[')
         for texts in _converted(_batches(table_path, batch_rows), object_type, threads):
             buf = _text_bytes(texts)

@@ -145,6 +145,8 @@ def build_tiny_random(config: ModelConfig, mpp: float) -> PathoSamModel:
 
 
 def _tiny_decoder(out_channels: int, seed: int) -> AISDecoder:
-    decoder = AISDecoder(out_channels, True, **_TINY_DECODER)
+    decoder = AISDecoder(
+        out_channels, True, in_channels=_TINY_DECODER["in_channels"], width=_TINY_DECODER["width"]
+    )
     decoder.load_state_dict(deterministic_state_dict(decoder.state_dict(), seed, std=0.2))
     return decoder

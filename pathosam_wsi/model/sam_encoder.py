@@ -151,7 +151,7 @@ def build_image_encoder(
     return encoder
 
 
-def _sdpa_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _sdpa_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     """SAM attention with ``scaled_dot_product_attention``; rel-pos enters as an additive mask."""
     from segment_anything.modeling.image_encoder import get_rel_pos
 

@@ -16,6 +16,7 @@ an explicit two-pass mean / variance over the (B, H*W, C) view (error 8e-7, like
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -99,8 +100,9 @@ class _DeconvBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, batchnorm: str) -> torch.Tensor:
-        x = self.block[1].block(self.block[0](x))
-        return F.relu(_batchnorm(x, self.block[2], batchnorm), inplace=True)
+        block: Any = self.block
+        x = block[1].block(block[0](x))
+        return F.relu(_batchnorm(x, block[2], batchnorm), inplace=True)
 
 
 class _Decoder(nn.Module):

@@ -41,8 +41,15 @@ def _synthetic(path: Path, side: int, seed: int) -> Path:
         img[y0:y1, x0:x1][(yy - y) ** 2 + (xx - x) ** 2 <= rad * rad] = (70, 40, 120)
     noise = rng.integers(-6, 7, img.shape, dtype=np.int16)
     img = (img.astype(np.int16) + noise).clip(0, 255).astype(np.uint8)
-    tifffile.imwrite(path, img, photometric="rgb", tile=(256, 256), compression="zlib",
-                     resolutionunit="CENTIMETER", resolution=(1e4 / 0.5, 1e4 / 0.5))
+    tifffile.imwrite(
+        path,
+        img,
+        photometric="rgb",
+        tile=(256, 256),
+        compression="zlib",
+        resolutionunit="CENTIMETER",
+        resolution=(1e4 / 0.5, 1e4 / 0.5),
+    )
     return path
 
 
@@ -59,8 +66,9 @@ def _task_compute_s(stream: list[dict[str, Any]], prefix: str) -> tuple[float, i
     for task in stream:
         if str(task["key"]).startswith(prefix):
             n += 1
-            total += sum(s["stop"] - s["start"] for s in task["startstops"]
-                         if s["action"] == "compute")
+            total += sum(
+                s["stop"] - s["start"] for s in task["startstops"] if s["action"] == "compute"
+            )
     return total, n
 
 
@@ -72,8 +80,12 @@ def _run(n_workers: int, entries: list[Any], out: Path, noop_tasks: int) -> dict
 
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(lambda: __import__("pathosam_wsi.pipeline.blocks"))
         t_start = time.perf_counter() - t0
         runner = _Runner(n_workers, client, "noop")
@@ -108,7 +120,8 @@ def _run(n_workers: int, entries: list[Any], out: Path, noop_tasks: int) -> dict
         "noop_map_all_wall_s": round(map_s, 3),
         "noop_map_all_ms_per_task": round(1e3 * map_s * n_workers / noop_tasks, 3),
         "run_overhead_ms_per_task_upper": round(
-            1e3 * (wall * n_workers - compute_s - paint_s) / max(n_tasks + n_paint, 1), 1),
+            1e3 * (wall * n_workers - compute_s - paint_s) / max(n_tasks + n_paint, 1), 1
+        ),
         "peak_rss_mib_per_worker": sorted(round(v, 1) for v in rss.values()),
     }
 
@@ -135,8 +148,9 @@ def main() -> None:
             args.sample = fetch("cmu_small_region")
         slides = [args.sample] if args.sample.exists() else []
         slides += [_synthetic(tmp / f"syn{i}.tif", args.synthetic_side, i) for i in range(2)]
-        config = RunConfig(tiling=TilingConfig(tile_px=args.tile, halo_px=64),
-                           blocks_per_task=args.blocks_per_task)
+        config = RunConfig(
+            tiling=TilingConfig(tile_px=args.tile, halo_px=64), blocks_per_task=args.blocks_per_task
+        )
         entries = [ManifestEntry(str(p), p.stem, config) for p in slides]
         runs = [_run(n, entries, tmp / f"out{n}", args.noop_tasks) for n in args.workers]
     finally:
@@ -151,8 +165,11 @@ def main() -> None:
         "wall_ratio_vs_first": [round(base / r["cohort_wall_s"], 2) for r in runs],
         "driver_peak_rss_mib": round(_peak_rss_mib(), 1),
         "load_avg_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()],
-        "hardware": {"cpus": os.cpu_count(), "machine": platform.machine(),
-                     "processor": platform.processor()},
+        "hardware": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+        },
         "python": platform.python_version(),
     }
     text = json.dumps(result, indent=2)

@@ -117,17 +117,17 @@ def main() -> None:
             )
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    print(
-        "| slide | blocks | nuclei | wall s | blocks/s | read | model | watershed | stitch | paint | table | peak RSS MB |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    header = ["slide", "blocks", "nuclei", "wall s", "blocks/s", "read", "model", "watershed"]
+    header += ["stitch", "paint", "table", "peak RSS MB"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for r in rows:
         t = r["timings_s"]
-        print(
-            f"| {r['slide']} | {r['blocks']} | {r['nuclei']} | {r['wall_s']:.1f} | {r['blocks_per_s']:.2f} | "
-            f"{t['sum_read_s']:.1f} | {t['sum_model_s']:.1f} | {t['sum_watershed_s']:.1f} | "
-            f"{t['sum_stitch_s']:.1f} | {t['paint_s']:.1f} | {t['table_s']:.1f} | {r['peak_rss_mb']:.0f} |"
-        )
+        cells = [r["slide"], r["blocks"], r["nuclei"], f"{r['wall_s']:.1f}"]
+        cells += [f"{r['blocks_per_s']:.2f}", f"{t['sum_read_s']:.1f}", f"{t['sum_model_s']:.1f}"]
+        cells += [f"{t['sum_watershed_s']:.1f}", f"{t['sum_stitch_s']:.1f}", f"{t['paint_s']:.1f}"]
+        cells += [f"{t['table_s']:.1f}", f"{r['peak_rss_mb']:.0f}"]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "python": sys.version}, indent=2))
 

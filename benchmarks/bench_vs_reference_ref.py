@@ -1,7 +1,8 @@
 """Reference side of ``bench_vs_reference.py``: micro-sam 1.8.14 tiled AIS in the reference env.
 
-Runs with the reference environment's python (``refenv/bin/python`` or ``$PATHOSAM_WSI_REF_PYTHON``; recipe in
-``tests/model/golden/README.md``), never with the project's. It regenerates the deterministic
+Runs with the reference environment's python (``refenv/bin/python`` or
+``$PATHOSAM_WSI_REF_PYTHON``; recipe in ``tests/model/golden/README.md``), never with the project's.
+It regenerates the deterministic
 golden weights (SAM vit_b seed 1000, decoder seed 2000; ``make_golden.write_weights`` refuses
 weights whose sha256 differs from pathosam-reference.md §12), then runs the calls that micro-sam's
 ``automatic_instance_segmentation`` makes for a tiled 2D image (as the patho-sam CLI, batch size 1):

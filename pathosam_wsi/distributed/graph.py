@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import dask
 from dask.callbacks import Callback
 
+from pathosam_wsi.model.base import model_class_names
 from pathosam_wsi.pipeline.assemble import blocks_to_paint, global_luts, paint_blocks, write_table
 from pathosam_wsi.pipeline.blocks import infer_blocks, postprocess_blocks, process_blocks
 from pathosam_wsi.pipeline.plan import SlidePlan
@@ -221,15 +222,8 @@ def run_slide_graph(
         args.append((plan, batch, {b: luts[b] for b in needed if b in luts}))
     runner.run("paint", paint_blocks, args)
     t2 = time.perf_counter()
-    classes = plan.config.model.classes
-    class_names = _class_names(plan) if classes else None
+    class_names = model_class_names(plan.config.model)
     result.nuclei = write_table(plan, luts, Path(plan.work_dir) / "nuclei.parquet", class_names)
     t3 = time.perf_counter()
     result.stage_s = {"blocks_s": t1 - t0, "paint_s": t2 - t1, "table_s": t3 - t2}
     return result
-
-
-def _class_names(plan: SlidePlan) -> Sequence[str] | None:
-    from pathosam_wsi.model.base import get_model
-
-    return get_model(plan.config.model, plan.frame.mpp).class_names

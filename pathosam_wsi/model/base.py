@@ -24,6 +24,7 @@ __all__ = [
     "available_models",
     "build_model",
     "get_model",
+    "model_class_names",
     "register_model",
 ]
 
@@ -74,15 +75,24 @@ ModelBuilder = Callable[[ModelConfig, float], NucleusModel]
 """Builds a model from its configuration and the working pixel size (µm/px)."""
 
 _BUILDERS: dict[str, ModelBuilder] = {}
+_CLASS_NAMES: dict[str, tuple[str, ...]] = {}
 _CACHE: dict[tuple[ModelConfig, float], NucleusModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator registering a model builder under ``name``."""
+def register_model(
+    name: str, class_names: tuple[str, ...] | None = None
+) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering a model builder under ``name``.
+
+    ``class_names`` (index = class id) are the classes the model predicts when built with
+    ``ModelConfig.classes``; declared here so that callers need not build the model to know them.
+    """
 
     def wrap(builder: ModelBuilder) -> ModelBuilder:
         _BUILDERS[name] = builder
+        if class_names is not None:
+            _CLASS_NAMES[name] = class_names
         return builder
 
     return wrap
@@ -103,6 +113,12 @@ def available_models() -> list[str]:
     """Names of the registered models."""
     _load_builtin_models()
     return sorted(_BUILDERS)
+
+
+def model_class_names(config: ModelConfig) -> tuple[str, ...] | None:
+    """Class names of the model ``config`` builds (None without classes), without building it."""
+    _load_builtin_models()
+    return _CLASS_NAMES.get(config.name) if config.classes else None
 
 
 def build_model(config: ModelConfig, mpp: float) -> NucleusModel:

@@ -124,10 +124,10 @@ def build_pathosam(config: ModelConfig, mpp: float) -> PathoSamModel:
 
 
 for _name in MODEL_FILES:
-    register_model(_name)(build_pathosam)
+    register_model(_name, PANNUKE_CLASSES)(build_pathosam)
 
 
-@register_model("sam_tiny_random")
+@register_model("sam_tiny_random", PANNUKE_CLASSES)
 def build_tiny_random(config: ModelConfig, mpp: float) -> PathoSamModel:
     """A tiny SAM-style model with deterministic random weights (tests, demos; no files needed).
 

@@ -89,3 +89,15 @@ def test_vit_b_end_to_end_with_generated_checkpoint(tmp_path: Path, he_tile) -> 
     assert out.semantic is not None
     assert out.semantic.shape == (6, 512, 512)
     assert np.isfinite(out.ais).all()
+
+
+def test_class_names_known_without_building_the_model() -> None:
+    from pathosam_wsi.config import ModelConfig
+    from pathosam_wsi.model.base import model_class_names
+    from pathosam_wsi.model.pathosam import PANNUKE_CLASSES
+
+    assert (
+        model_class_names(ModelConfig(name="vit_b_histopathology", classes=True)) == PANNUKE_CLASSES
+    )
+    assert model_class_names(ModelConfig(name="vit_b_histopathology")) is None
+    assert model_class_names(ModelConfig(name="classical", classes=True)) is None

@@ -149,3 +149,18 @@ def test_output_files_are_readable_by_others(reference_run) -> None:
     result, _, _ = reference_run
     for name in ("run.json", "nuclei.parquet", "tissue_mask.png"):
         assert (result.output_dir / name).stat().st_mode & 0o044 == 0o044, name
+
+
+def test_class_columns_with_a_semantic_model(synthetic_slide, tmp_path) -> None:
+    import dataclasses
+
+    from pathosam_wsi.config import ModelConfig, SlideConfig
+
+    config = dataclasses.replace(
+        FAST,
+        slide=SlideConfig(roi_xywh_l0=(0, 0, 256, 256)),
+        model=ModelConfig(name="sam_tiny_random", classes=True, device="cpu"),
+    )
+    result = segment_slide(synthetic_slide.path, tmp_path, config)
+    names = pq.read_schema(result.output_dir / "nuclei.parquet").names
+    assert {"class_id", "class_name", "class_prob"} <= set(names)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,3 +122,54 @@ def corrupt_copy(src: Path, dst: Path) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: len(data) // 2])
     return dst
+
+
+def start_scheduler(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A ``dask scheduler`` on 127.0.0.1 (random port); returns it and its scheduler file."""
+    dask = str(Path(sys.executable).with_name("dask"))
+    sched = tmp_path / "scheduler.json"
+    proc = subprocess.Popen(
+        [
+            dask,
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(sched),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 60
+    while not sched.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("dask scheduler did not start")
+        time.sleep(0.1)
+    return proc, sched
+
+
+def start_worker(sched: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """A single-threaded ``dask worker`` (no nanny) on 127.0.0.1 for the scheduler file."""
+    dask = str(Path(sys.executable).with_name("dask"))
+    return subprocess.Popen(
+        [
+            dask,
+            "worker",
+            "--scheduler-file",
+            str(sched),
+            "--host",
+            "127.0.0.1",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--no-nanny",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=cwd,
+    )

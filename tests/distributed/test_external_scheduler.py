@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import TILE_ARGS, assert_same_outputs, corrupt_copy, write_manifest
+from conftest import (
+    TILE_ARGS,
+    assert_same_outputs,
+    corrupt_copy,
+    start_scheduler,
+    start_worker,
+    write_manifest,
+)
 
 from pathosam_wsi.cli import main
 
@@ -39,44 +44,10 @@ def scheduler_file(tmp_path: Path) -> Iterator[Path]:
     """A scheduler and two single-threaded workers on 127.0.0.1, stopped afterwards."""
     from distributed import Client
 
-    dask = str(Path(sys.executable).with_name("dask"))
-    sched = tmp_path / "scheduler.json"
-    common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
-    procs = [
-        subprocess.Popen(
-            [
-                dask,
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(sched),
-            ],
-            **common,
-        )
-    ]
+    scheduler, sched = start_scheduler(tmp_path)
+    procs = [scheduler]
     try:
-        deadline = time.monotonic() + 60
-        while not sched.exists():
-            if time.monotonic() > deadline or procs[0].poll() is not None:
-                pytest.fail("dask scheduler did not start")
-            time.sleep(0.1)
-        worker = [
-            dask,
-            "worker",
-            "--scheduler-file",
-            str(sched),
-            "--host",
-            "127.0.0.1",
-            "--nthreads",
-            "1",
-            "--no-dashboard",
-            "--no-nanny",
-        ]
-        procs += [subprocess.Popen(worker, **common) for _ in range(2)]
+        procs += [start_worker(sched, tmp_path) for _ in range(2)]
         with Client(scheduler_file=str(sched), timeout=60) as c:
             c.wait_for_workers(2, timeout=90)
         yield sched

@@ -14,6 +14,8 @@ from conftest import (
     TILE_ARGS,
     assert_same_outputs,
     small_config,
+    start_scheduler,
+    start_worker,
     write_manifest,
     write_synthetic_slide,
 )
@@ -28,54 +30,16 @@ pytestmark = [
 ]
 
 
-def _start(cmd: list[str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
-
-
 def test_scheduler_killed_mid_run_then_resume(tmp_path: Path) -> None:
     slide = write_synthetic_slide(tmp_path / "big.tif", seed=12, hw_px=(640, 768))
     segment_slide(slide, tmp_path / "ref", small_config())
     manifest = write_manifest(tmp_path / "m.csv", [slide])
-    dask = str(Path(sys.executable).with_name("dask"))
-    sched_file = tmp_path / "scheduler.json"
-    scheduler = _start(
-        [
-            dask,
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-dashboard",
-            "--scheduler-file",
-            str(sched_file),
-        ],
-        tmp_path,
-    )
+    scheduler, sched_file = start_scheduler(tmp_path)
     worker = None
     run = None
     out = tmp_path / "out"
     try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists():
-            if time.monotonic() > deadline:
-                pytest.fail("dask scheduler did not start")
-            time.sleep(0.1)
-        worker = _start(
-            [
-                dask,
-                "worker",
-                "--scheduler-file",
-                str(sched_file),
-                "--host",
-                "127.0.0.1",
-                "--nthreads",
-                "1",
-                "--no-dashboard",
-                "--no-nanny",
-            ],
-            tmp_path,
-        )
+        worker = start_worker(sched_file, tmp_path)
         cli = Path(sys.executable).with_name("pathosam-wsi")
         args = [*TILE_ARGS[:-3], "--blocks-per-task", "1", "-q"]
         run = subprocess.Popen(

@@ -17,6 +17,7 @@ import os
 import platform
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,31 +27,15 @@ import numpy as np
 
 
 def _synthetic(path: Path, side: int, seed: int) -> Path:
-    """side x side px tiled TIFF, mpp 0.5, with ~1 nucleus per 900 px²."""
-    import tifffile
+    """A side x side single-level TIFF (0.5 µm/px) with nuclei at random places."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.synthetic import draw_nuclei, write_pyramid
 
     rng = np.random.default_rng(seed)
-    img = np.empty((side, side, 3), np.uint8)
-    img[:] = (236, 196, 216)
     n = side * side // 900
-    cy, cx, r = rng.uniform(6, side - 6, n), rng.uniform(6, side - 6, n), rng.uniform(4, 7, n)
-    for y, x, rad in zip(cy, cx, r, strict=True):
-        y0, x0 = max(int(y - rad), 0), max(int(x - rad), 0)
-        y1, x1 = min(int(y + rad) + 1, side), min(int(x + rad) + 1, side)
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        img[y0:y1, x0:x1][(yy - y) ** 2 + (xx - x) ** 2 <= rad * rad] = (70, 40, 120)
-    noise = rng.integers(-6, 7, img.shape, dtype=np.int16)
-    img = (img.astype(np.int16) + noise).clip(0, 255).astype(np.uint8)
-    tifffile.imwrite(
-        path,
-        img,
-        photometric="rgb",
-        tile=(256, 256),
-        compression="zlib",
-        resolutionunit="CENTIMETER",
-        resolution=(1e4 / 0.5, 1e4 / 0.5),
-    )
-    return path
+    centres = list(zip(rng.uniform(6, side - 6, n), rng.uniform(6, side - 6, n), strict=True))
+    rgb, _ = draw_nuclei(side, side, centres, radius_px=5.5, seed=seed)
+    return write_pyramid(path, rgb, 0.5, levels=1, tile=256)
 
 
 def _noop(i: int) -> int:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pytest
-import tifffile
-import zarr
+
+from tests.helpers import read_outputs
+from tests.synthetic import draw_nuclei, write_pyramid
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -27,31 +28,10 @@ def write_synthetic_slide(path: Path, seed: int, hw_px: tuple[int, int] = (320, 
     """Pink background with dark round nuclei, a tiled TIFF with mpp 0.5 (a few hundred px)."""
     rng = np.random.default_rng(seed)
     h, w = hw_px
-    img = np.empty((h, w, 3), np.uint8)
-    img[:] = (236, 196, 216)
-    yy, xx = np.mgrid[:h, :w]
-    for _ in range(h * w // 900):
-        cy, cx, r = rng.uniform(6, h - 6), rng.uniform(6, w - 6), rng.uniform(4, 7)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = (70, 40, 120)
-    img = (img.astype(np.int16) + rng.integers(-6, 7, img.shape)).clip(0, 255).astype(np.uint8)
-    tifffile.imwrite(
-        path,
-        img,
-        photometric="rgb",
-        tile=(128, 128),
-        compression="zlib",
-        resolutionunit="CENTIMETER",
-        resolution=(1e4 / 0.5, 1e4 / 0.5),
-    )
-    return path
-
-
-def read_outputs(slide_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """Level-0 labels and the nucleus table of one finished slide folder."""
-    root = zarr.open_group(str(slide_dir / "labels.ome.zarr"), mode="r")
-    labels = np.asarray(root["labels/nuclei/s0"][:])
-    table = pd.read_parquet(slide_dir / "nuclei.parquet")
-    return labels, table
+    n = h * w // 900
+    centres = list(zip(rng.uniform(6, h - 6, n), rng.uniform(6, w - 6, n), strict=True))
+    rgb, _ = draw_nuclei(h, w, centres, radius_px=5.5, seed=seed)
+    return write_pyramid(path, rgb, 0.5, levels=1, tile=128)
 
 
 def assert_same_outputs(a: Path, b: Path) -> None:

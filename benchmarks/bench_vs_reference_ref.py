@@ -36,7 +36,6 @@ sys.path.insert(0, str(GOLDEN_DIR))
 
 import make_golden  # noqa: E402
 from micro_sam import util  # noqa: E402
-from micro_sam.automatic_segmentation import get_predictor_and_segmenter  # noqa: E402
 
 T_IMPORTS = time.perf_counter() - T_START
 
@@ -56,16 +55,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         info: dict = {"weights": {}}
         sam_path, dec_path = make_golden.write_weights(Path(tmp), info)
-        predictor, state = util.get_sam_model(
-            model_type="vit_b",
-            checkpoint_path=str(sam_path),
-            decoder_path=str(dec_path),
-            return_state=True,
-            device="cpu",
-        )
-        _, segmenter = get_predictor_and_segmenter(
-            model_type="vit_b", device="cpu", predictor=predictor, state=state, is_tiled=True
-        )
+        predictor, segmenter = make_golden.load_reference(sam_path, dec_path, tiled=True)
     timings["weights_and_load_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     emb = util.precompute_image_embeddings(

@@ -126,12 +126,11 @@ def sha256_array(array: NDArray[Any]) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def run_model(sam_path: Path, dec_path: Path, info: dict[str, Any]) -> dict[str, NDArray[Any]]:
-    """Non-tiled reference AIS on the synthetic image: preprocessing, features, unsmoothed maps."""
+def load_reference(sam_path: Path, dec_path: Path, tiled: bool) -> tuple[Any, Any]:
+    """micro-sam's predictor and AIS segmenter for the given weight files, on CPU."""
     from micro_sam import util
     from micro_sam.automatic_segmentation import get_predictor_and_segmenter
 
-    timings = info["timings_s"]
     predictor, state = util.get_sam_model(
         model_type="vit_b",
         checkpoint_path=str(sam_path),
@@ -140,8 +139,17 @@ def run_model(sam_path: Path, dec_path: Path, info: dict[str, Any]) -> dict[str,
         device="cpu",
     )
     _, segmenter = get_predictor_and_segmenter(
-        model_type="vit_b", device="cpu", predictor=predictor, state=state, is_tiled=False
+        model_type="vit_b", device="cpu", predictor=predictor, state=state, is_tiled=tiled
     )
+    return predictor, segmenter
+
+
+def run_model(sam_path: Path, dec_path: Path, info: dict[str, Any]) -> dict[str, NDArray[Any]]:
+    """Non-tiled reference AIS on the synthetic image: preprocessing, features, unsmoothed maps."""
+    from micro_sam import util
+
+    timings = info["timings_s"]
+    predictor, segmenter = load_reference(sam_path, dec_path, tiled=False)
     info["decoder_training_mode"] = bool(segmenter._decoder.training)
     captured: list[torch.Tensor] = []
     hook = predictor.model.image_encoder.register_forward_pre_hook(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from pathosam_wsi.export.atomic import atomic_write
 
 __all__ = ["file_sha256", "params_hash", "versions", "write_json_atomic"]
 
@@ -59,14 +59,5 @@ def params_hash(params: dict[str, Any]) -> str:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temporary file and an atomic rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-        # mkstemp creates 0600 files; outputs are meant to be read by the whole group/lab.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    atomic_write(path, lambda fh: fh.write(text.encode()))

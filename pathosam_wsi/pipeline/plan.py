@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from pathosam_wsi.config import RunConfig
+from pathosam_wsi.export.atomic import atomic_write
 from pathosam_wsi.slide.frame import WorkingFrame
 from pathosam_wsi.slide.open import SlideHandle
 from pathosam_wsi.tiling.grid import Grid
@@ -50,12 +49,4 @@ def block_file(plan: SlidePlan, block_id: int) -> Path:
 
 def atomic_save_npz(path: Path, arrays: dict[str, Any]) -> None:
     """Write an npz so that a reader sees either nothing or the whole file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))

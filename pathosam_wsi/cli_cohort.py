@@ -109,7 +109,9 @@ def _echo_table(rows: Any) -> None:
     "scheduler file (overrides --cluster).",
 )
 @click.option("--workers", type=int, help="Local workers (default: one per GPU, else per CPU).")
-@click.option("--slides-in-flight", type=int, help="Slides at once (default: 2 with a cluster).")
+@click.option(
+    "--slides-in-flight", type=int, help="Slides at once (default: 2 x worker threads, <= 64)."
+)
 @click.option("--dashboard", is_flag=True, help="Start the dashboard of a local cluster.")
 @_model_options
 @_slide_options

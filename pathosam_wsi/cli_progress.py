@@ -31,7 +31,7 @@ class BlockProgress:
         if event == "planned":
             self.bar = tqdm(total=payload, unit="block", disable=self.disable, dynamic_ncols=True)
         elif event == "blocks" and self.bar is not None:
-            self.nuclei += sum(s["nuclei"] for s in payload)
+            self.nuclei += sum(s.nuclei for s in payload)
             self.bar.set_postfix(nuclei=self.nuclei, refresh=False)
             self.bar.update(len(payload))
 

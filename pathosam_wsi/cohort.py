@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pathosam_wsi.config import RunConfig, SlideConfig, TilingConfig
+from pathosam_wsi.distributed.executor import TaskExecutor, ThreadExecutor, make_executor
 from pathosam_wsi.errors import ConfigError, OutputExistsError, PathoSamError
 from pathosam_wsi.pipeline.segment import run_params_hash, segment_slide, slide_id_of
 
@@ -33,6 +34,7 @@ __all__ = [
     "STATUS_FILE",
     "ManifestEntry",
     "SlideStatus",
+    "default_slides_in_flight",
     "read_manifest",
     "read_status",
     "run_cohort",
@@ -41,6 +43,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.parquet"
+_MAX_SLIDES_IN_FLIGHT = 64
 NUCLEI_DIR = "nuclei"
 _RESERVED_IDS = {NUCLEI_DIR, STATUS_FILE}
 # Per-slide override columns of a manifest: column -> (config section, field, parser).
@@ -295,6 +298,8 @@ def _run_one(
     client: Any,
     overwrite: bool,
     on_event: Callable[[str, Any], None],
+    executor: TaskExecutor,
+    priority: int,
 ) -> SlideStatus:
     """Segment one slide; any error of this slide becomes its failed row."""
     book.update(entry.slide_id, state="running", error=None)
@@ -309,7 +314,8 @@ def _run_one(
             entry.config,
             slide_id=entry.slide_id,
             overwrite=overwrite,
-            client=client,
+            executor=executor,
+            priority=priority,
             on_progress=lambda ev, p: on_event(ev, (entry.slide_id, p)),
         )
         _publish_table(out_dir, entry.slide_id)
@@ -340,6 +346,16 @@ def _run_one(
     return row
 
 
+def default_slides_in_flight(worker_threads: int, slides: int) -> int:
+    """Slides at once: enough that every worker thread has work across slide boundaries.
+
+    A slide's serial steps (plan, ids) and its last, partly filled shards leave threads idle;
+    with about twice as many slides in flight as threads, other slides' blocks fill them. Slides
+    in flight cost one idle driver thread and a few small files each, no pixels.
+    """
+    return max(1, min(slides, max(2, 2 * worker_threads), _MAX_SLIDES_IN_FLIGHT))
+
+
 def run_cohort(
     entries: Sequence[ManifestEntry],
     out_dir: str | Path,
@@ -362,7 +378,8 @@ def run_cohort(
     overwrite : bool
         Redo every slide from scratch, whatever exists.
     slides_in_flight : int, optional
-        Slides processed at once (default: 2 with a client, else 1).
+        Slides processed at once (default: sized from the cluster, see
+        :func:`default_slides_in_flight`).
     on_event : callable, optional
         ``on_event(event, payload)``: ``slide_started`` (id), ``planned`` / ``blocks``
         ((id, payload) as in :func:`segment_slide`), ``slide_finished`` (SlideStatus).
@@ -393,9 +410,22 @@ def run_cohort(
             _publish_table(out, e.slide_id)
     book = _StatusBook(out, rows)
     emit = on_event or (lambda _e, _p: None)
-    width = slides_in_flight or (2 if client is not None else 1)
-    with ThreadPoolExecutor(max_workers=max(1, width), thread_name_prefix="slide") as pool:
-        futures = [pool.submit(_run_one, e, out, book, client, overwrite, emit) for e in todo]
-        for fut in futures:
-            fut.result()
+    threads = entries[0].config.threads if entries else None
+    executor = make_executor(client, threads)
+    width = slides_in_flight or default_slides_in_flight(executor.threads(), len(todo))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, width), thread_name_prefix="slide") as pool:
+            # Earlier slides get higher task priorities, so they finish first while the blocks of
+            # later slides fill the workers that would otherwise idle at slide boundaries.
+            futures = [
+                pool.submit(
+                    _run_one, e, out, book, client, overwrite, emit, executor, len(todo) - i
+                )
+                for i, e in enumerate(todo)
+            ]
+            for fut in futures:
+                fut.result()
+    finally:
+        if isinstance(executor, ThreadExecutor):
+            executor.close()
     return [book.rows[e.slide_id] for e in entries]

@@ -1,6 +1,19 @@
-"""The only package that imports dask: builds and runs each slide's task graph, makes clients."""
+"""The only package that imports dask: executes tasks (threads or a cluster), makes clients."""
 
 from pathosam_wsi.distributed.cluster import connect, dashboard_link, make_client
-from pathosam_wsi.distributed.graph import SlideRunResult, run_slide_graph
+from pathosam_wsi.distributed.executor import (
+    ClientExecutor,
+    TaskExecutor,
+    ThreadExecutor,
+    make_executor,
+)
 
-__all__ = ["SlideRunResult", "connect", "dashboard_link", "make_client", "run_slide_graph"]
+__all__ = [
+    "ClientExecutor",
+    "TaskExecutor",
+    "ThreadExecutor",
+    "connect",
+    "dashboard_link",
+    "make_client",
+    "make_executor",
+]

@@ -58,10 +58,18 @@ _TINY_DECODER = {"in_channels": 32, "width": 8}
 class PathoSamModel:
     """A ``NucleusModel`` over an :class:`InferenceRunner` ("ais" and optional "semantic")."""
 
+    batched = True
+    """Served by the process's inference loop (``model/loop.py``): one device, batches formed
+    across tasks and slides."""
+
     def __init__(self, name: str, runner: InferenceRunner, class_names: tuple[str, ...] | None):
         self.name = name
         self.runner = runner
         self.class_names = class_names
+
+    def max_batch_size(self) -> int:
+        """Tiles per call that fit the device (from free memory, or the configured size)."""
+        return self.runner.batch_size()
 
     def predict(self, tiles: Sequence[npt.NDArray[np.uint8]]) -> list[ModelOutput]:
         """Maps per tile, see ``NucleusModel.predict``; independent of the batch composition."""

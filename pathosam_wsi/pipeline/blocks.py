@@ -1,4 +1,5 @@
-"""Stage 1, per batch of blocks: read -> model -> watershed -> ownership -> measurements -> file.
+"""Stage 1, per shard of blocks: read -> model (via the inference loop) -> watershed -> ownership
+-> measurements -> file.
 
 Everything here is a function of the plan and block ids; results go to one file per block so that
 memory stays flat and finished blocks survive an interrupted run.
@@ -8,14 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from pathosam_wsi.model.base import ModelOutput, get_model
+from pathosam_wsi.model.base import ModelOutput
+from pathosam_wsi.model.loop import loop_for
 from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file
+from pathosam_wsi.pipeline.results import BlockSummary, BlockTimings
 from pathosam_wsi.postprocess.features import nucleus_features
 from pathosam_wsi.postprocess.measure import label_means, semantic_classes
 from pathosam_wsi.postprocess.polygons import label_rings
@@ -23,13 +25,7 @@ from pathosam_wsi.postprocess.watershed import ais_watershed
 from pathosam_wsi.stitch.ownership import own_nuclei
 from pathosam_wsi.tiling.grid import Block
 
-__all__ = [
-    "InferredBatch",
-    "block_arrays",
-    "infer_blocks",
-    "postprocess_blocks",
-    "process_blocks",
-]
+__all__ = ["block_arrays", "run_shard"]
 
 
 def block_arrays(
@@ -74,73 +70,59 @@ def block_arrays(
     return arrays, {"watershed_s": t1 - t0, "stitch_s": t2 - t1}
 
 
-@dataclass
-class InferredBatch:
-    """Model outputs of a batch of blocks, handed from the inference to the post-processing step.
+def run_shard(plan: SlidePlan, block_ids: Sequence[int]) -> list[BlockSummary]:
+    """Read, predict, post-process and save a shard of a slide's blocks -> one summary each.
 
-    On a cluster with GPU workers this object stays in the memory of the worker that produced it:
-    the post-processing task runs there too (data locality), on a CPU thread.
+    The shard reads all its blocks and hands them to the process's inference loop before it
+    post-processes the first one, so the device works on this shard (batched with the shards of
+    other threads and slides) while this thread post-processes. Blocks whose result file already
+    exists are not redone (resume).
     """
-
-    block_ids: list[int]
-    tiles: list[npt.NDArray[np.uint8]]
-    outputs: list[ModelOutput]
-    existing: list[int]
-    read_s: float = 0.0
-    model_s: float = 0.0
-
-
-def infer_blocks(plan: SlidePlan, block_ids: Sequence[int]) -> InferredBatch:
-    """Read and predict the blocks that have no result file yet (resume skips the others)."""
+    summaries = [_summary_of_existing(plan, b) for b in block_ids if block_file(plan, b).exists()]
     todo = [b for b in block_ids if not block_file(plan, b).exists()]
-    existing = [b for b in block_ids if b not in todo]
     if not todo:
-        return InferredBatch([], [], [], existing)
-    t0 = time.perf_counter()
+        return summaries
+    loop = loop_for(plan.config.model, plan.frame.mpp)
     slide = plan.slide.open()
-    tiles = [plan.frame.read(slide, plan.grid.block(b).outer_px) for b in todo]
-    t1 = time.perf_counter()
-    outputs = get_model(plan.config.model, plan.frame.mpp).predict(tiles)
-    t2 = time.perf_counter()
-    return InferredBatch(todo, tiles, outputs, existing, t1 - t0, t2 - t1)
-
-
-def postprocess_blocks(plan: SlidePlan, batch: InferredBatch) -> list[dict[str, Any]]:
-    """Watershed, ownership, measurements and result files of an inferred batch -> summaries."""
-    summaries = [_summary_of_existing(plan, b) for b in batch.existing]
-    n = max(len(batch.block_ids), 1)
-    for b, output, tile in zip(batch.block_ids, batch.outputs, batch.tiles, strict=True):
-        arrays, timing = block_arrays(plan, plan.grid.block(b), output, tile)
+    pending = []
+    for b in todo:
+        t0 = time.perf_counter()
+        tile = plan.frame.read(slide, plan.grid.block(b).outer_px)
+        pending.append((b, tile, time.perf_counter() - t0, loop.submit(tile)))
+    for b, tile, read_s, future in pending:
+        prediction = future.result()
+        arrays, timing = block_arrays(plan, plan.grid.block(b), prediction.output, tile)
         t3 = time.perf_counter()
         atomic_save_npz(block_file(plan, b), arrays)
-        timing["write_blocks_s"] = time.perf_counter() - t3
-        timing.update(read_s=batch.read_s / n, model_s=batch.model_s / n)
-        summaries.append(_summary(b, arrays, timing))
+        timings = BlockTimings(
+            read_s=read_s,
+            model_s=prediction.device_s,
+            watershed_s=timing["watershed_s"],
+            stitch_s=timing["stitch_s"],
+            write_blocks_s=time.perf_counter() - t3,
+        )
+        summaries.append(_summary(b, arrays, timings, prediction.batch_size))
     return summaries
 
 
-def process_blocks(plan: SlidePlan, block_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Stage 1 on a batch of blocks in one call; one small summary per block.
-
-    Blocks whose result file already exists are skipped (resume).
-    """
-    return postprocess_blocks(plan, infer_blocks(plan, block_ids))
-
-
 def _summary(
-    block_id: int, arrays: dict[str, npt.NDArray[Any]], timing: dict[str, float]
-) -> dict[str, Any]:
+    block_id: int,
+    arrays: dict[str, npt.NDArray[Any]],
+    timings: BlockTimings | None = None,
+    batch_size: int = 0,
+) -> BlockSummary:
     edge = arrays["at_halo_edge"]
-    return {
-        "block_id": block_id,
-        "nuclei": int(arrays["key"].size),
-        "at_halo_edge": int(edge.sum()),
-        "max_edge_area_px": int(arrays["area_px"][edge].max()) if edge.any() else 0,
-        "timings": timing,
-    }
+    return BlockSummary(
+        block_id=block_id,
+        nuclei=int(arrays["key"].size),
+        at_halo_edge=int(edge.sum()),
+        max_edge_area_px=int(arrays["area_px"][edge].max()) if edge.any() else 0,
+        timings=timings or BlockTimings(),
+        batch_size=batch_size,
+    )
 
 
-def _summary_of_existing(plan: SlidePlan, block_id: int) -> dict[str, Any]:
+def _summary_of_existing(plan: SlidePlan, block_id: int) -> BlockSummary:
     with np.load(block_file(plan, block_id)) as data:
         arrays = {k: data[k] for k in ("key", "at_halo_edge", "area_px")}
-    return _summary(block_id, arrays, {})
+    return _summary(block_id, arrays)

@@ -21,16 +21,26 @@ import numpy as np
 from PIL import Image
 
 from pathosam_wsi.config import RunConfig
+from pathosam_wsi.distributed.executor import TaskExecutor, ThreadExecutor, make_executor
 from pathosam_wsi.errors import OutputExistsError, PathoSamWarning
 from pathosam_wsi.export.omezarr import create_label_image
 from pathosam_wsi.export.runinfo import file_sha256, params_hash, versions, write_json_atomic
 from pathosam_wsi.pipeline.plan import SlidePlan
+from pathosam_wsi.pipeline.results import BlockTimings, GlobalIds
+from pathosam_wsi.pipeline.run import SlideRunResult, run_slide_stages
 from pathosam_wsi.slide.frame import plan_frame
 from pathosam_wsi.slide.open import SlideHandle
 from pathosam_wsi.slide.tissue import block_has_tissue, read_thumbnail, tissue_mask
 from pathosam_wsi.tiling.grid import Grid, cover
 
-__all__ = ["SegmentResult", "plan_slide", "run_params_hash", "segment_slide", "slide_id_of"]
+__all__ = [
+    "SegmentResult",
+    "plan_slide",
+    "prepare_slide",
+    "run_params_hash",
+    "segment_slide",
+    "slide_id_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +114,29 @@ def _prepare_work_dir(work: Path, phash: str) -> None:
     write_json_atomic(marker, {"params_hash": phash})
 
 
+def prepare_slide(
+    slide_path: str | Path, out_dir: str | Path, config: RunConfig, slide_id: str
+) -> tuple[SlidePlan, float]:
+    """Open and plan the slide, make (or reuse) its staging folder, find the tissue blocks and
+    create the label store -> (plan, seconds spent on the tissue mask). Runs as a task.
+
+    Raises on bad input before anything is written.
+    """
+    handle, sid, frame, grid = plan_slide(slide_path, out_dir, config, slide_id)
+    work = Path(out_dir) / f"{sid}.partial"
+    _prepare_work_dir(work, run_params_hash(slide_path, config))
+    block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, work)
+    plan = SlidePlan(handle, sid, frame, grid, config, str(work), block_ids)
+    create_label_image(plan.labels_path, frame.wh_px, config.tiling.tile_px, frame.mpp, sid)
+    return plan, tissue_s
+
+
+def _input_facts(slide_path: str | Path) -> dict[str, Any]:
+    """Resolved path, size and sha256 of the input file (a task: it reads the whole file)."""
+    p = Path(slide_path)
+    return {"path": str(p.resolve()), "size_bytes": p.stat().st_size, "sha256": file_sha256(p)}
+
+
 def segment_slide(
     slide_path: str | Path,
     out_dir: str | Path,
@@ -113,6 +146,8 @@ def segment_slide(
     overwrite: bool = False,
     on_progress: Callable[[str, Any], None] | None = None,
     client: Any = None,
+    executor: TaskExecutor | None = None,
+    priority: int = 0,
 ) -> SegmentResult:
     """Segment every nucleus of one slide.
 
@@ -130,9 +165,13 @@ def segment_slide(
         Replace an existing output folder.
     on_progress : callable, optional
         ``on_progress(event, payload)`` with events ``"planned"`` (block count) and ``"blocks"``
-        (summaries of finished blocks).
+        (list of :class:`BlockSummary` of finished blocks).
     client : distributed.Client, optional
         Run the slide's tasks on this dask cluster (default: threads in this process).
+    executor : TaskExecutor, optional
+        Where tasks run, shared by the slides of a cohort (overrides ``client``).
+    priority : int
+        Task priority (higher first) when slides share an executor.
 
     Returns
     -------
@@ -143,42 +182,50 @@ def segment_slide(
     SlideReadError, MissingResolutionError, TilingError, ConfigError, OutputExistsError
         Bad input; nothing is written.
     """
-    from pathosam_wsi.distributed.graph import run_slide_graph
-
     config = config or RunConfig()
     t_start = time.perf_counter()
-    handle, sid, frame, grid = plan_slide(slide_path, out_dir, config, slide_id)
+    sid = slide_id or slide_id_of(slide_path)
     final = Path(out_dir) / sid
     if final.exists() and not overwrite:
         raise OutputExistsError(
             f"{final}: output folder exists; pass --overwrite to replace it or choose another -o"
         )
-    phash = run_params_hash(slide_path, config)
-    work = Path(out_dir) / f"{sid}.partial"
-    _prepare_work_dir(work, phash)
-    block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, work)
-    plan = SlidePlan(handle, sid, frame, grid, config, str(work), block_ids)
-    create_label_image(plan.labels_path, frame.wh_px, config.tiling.tile_px, frame.mpp, sid)
-    if on_progress:
-        on_progress("planned", len(block_ids))
-    result = run_slide_graph(
-        plan, (lambda s: on_progress("blocks", s)) if on_progress else None, client=client
-    )
-    edge = sum(s["at_halo_edge"] for s in result.summaries)
+    own = executor is None
+    runner = executor or make_executor(client, config.threads)
+    try:
+        plan, tissue_s = runner.call(
+            "plan", prepare_slide, slide_path, out_dir, config, sid, priority=priority + 2
+        )
+        facts_future = runner.start("hash", _input_facts, slide_path, priority=priority)
+        if on_progress:
+            on_progress("planned", len(plan.block_ids))
+        result = run_slide_stages(
+            runner, plan, (lambda s: on_progress("blocks", s)) if on_progress else None, priority
+        )
+        facts = facts_future.result()
+    finally:
+        if own and isinstance(runner, ThreadExecutor):
+            runner.close()
+    edge = sum(s.at_halo_edge for s in result.summaries)
     if edge:
-        largest = max(s["max_edge_area_px"] for s in result.summaries)
+        largest = max(s.max_edge_area_px for s in result.summaries)
         warnings.warn(
             f"{edge} nuclei reach the outer edge of their block's halo (largest {largest} px) "
             f"and may be cut; increase halo_px (now {config.tiling.halo_px})",
             PathoSamWarning,
             stacklevel=2,
         )
-    info = _run_info(plan, slide_path, phash, result, tissue_s, time.perf_counter() - t_start)
+    work = Path(plan.work_dir)
+    phash = run_params_hash(slide_path, config)
+    info = _run_info(plan, facts, phash, result, tissue_s, time.perf_counter() - t_start)
     write_json_atomic(work / "run.json", info)
     shutil.rmtree(work / "blocks")
     (work / "params.json").unlink()
+    (work / GlobalIds.FILE).unlink()
     _publish(work, final)
-    return SegmentResult(final, result.nuclei, len(grid), len(grid) - len(block_ids), edge)
+    return SegmentResult(
+        final, result.nuclei, len(plan.grid), len(plan.grid) - len(plan.block_ids), edge
+    )
 
 
 def _publish(work: Path, final: Path) -> None:
@@ -193,25 +240,23 @@ def _publish(work: Path, final: Path) -> None:
 
 def _run_info(
     plan: SlidePlan,
-    slide_path: str | Path,
+    facts: dict[str, Any],
     phash: str,
-    result: Any,
+    result: SlideRunResult,
     tissue_s: float,
     total_s: float,
 ) -> dict[str, Any]:
     stages: dict[str, float] = {"tissue_s": tissue_s, **result.stage_s, "total_s": total_s}
-    for name in ("read_s", "model_s", "watershed_s", "stitch_s", "write_blocks_s"):
-        stages[f"sum_{name}"] = float(sum(s["timings"].get(name, 0.0) for s in result.summaries))
-    p = Path(slide_path)
+    for name in BlockTimings.names():
+        stages[f"sum_{name}"] = float(sum(getattr(s.timings, name) for s in result.summaries))
+    batches = [s.batch_size for s in result.summaries if s.batch_size]
     return {
         "slide_id": plan.slide_id,
         "versions": versions(),
         "parameters": plan.config.to_dict(),
         "params_hash": phash,
         "input": {
-            "path": str(p.resolve()),
-            "size_bytes": p.stat().st_size,
-            "sha256": file_sha256(p),
+            **facts,
             "mpp_l0": plan.frame.mpp_l0,
             "working_mpp": plan.frame.mpp,
             "level": plan.frame.level,
@@ -224,7 +269,8 @@ def _run_info(
             "blocks_processed": len(plan.block_ids),
             "blocks_skipped": len(plan.grid) - len(plan.block_ids),
             "nuclei": result.nuclei,
-            "nuclei_at_halo_edge": sum(s["at_halo_edge"] for s in result.summaries),
+            "nuclei_at_halo_edge": sum(s.at_halo_edge for s in result.summaries),
+            "mean_model_batch": (sum(batches) / len(batches)) if batches else None,
         },
         "outputs": {"labels": "labels.ome.zarr", "table": "nuclei.parquet"},
     }

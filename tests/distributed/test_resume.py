@@ -69,7 +69,7 @@ def test_rerun_skips_finished_and_resumes_blocks(
         for ev, (sid, p) in ((e, p) for e, p in events if e == "blocks")
         if sid == "syn1"
         for s in p
-        if not s["timings"]
+        if s.batch_size == 0
     ]
     assert len(reused) == kept
     for p in synthetic_slides:

@@ -1,0 +1,115 @@
+"""Typed results that cross task boundaries, each owning its file format.
+
+- :class:`BlockSummary`: what a block task reports to the driver (small; no arrays).
+- :class:`GlobalIds`: the local -> global id tables of every block of a slide, computed once on a
+  worker and kept in ``ids.npz`` of the staging folder, where paint and table tasks read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pathosam_wsi.export.atomic import atomic_write
+
+__all__ = ["BlockSummary", "BlockTimings", "GlobalIds"]
+
+
+@dataclass(frozen=True)
+class BlockTimings:
+    """Seconds spent on one block, per stage (wall time of the thread that did it)."""
+
+    read_s: float = 0.0
+    model_s: float = 0.0
+    """The block's share of its batch's model call."""
+    watershed_s: float = 0.0
+    stitch_s: float = 0.0
+    """Ownership, outlines and measurements."""
+    write_blocks_s: float = 0.0
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        """Stage names, as run.json spells them with a ``sum_`` prefix."""
+        return ("read_s", "model_s", "watershed_s", "stitch_s", "write_blocks_s")
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    """One processed block as the driver sees it."""
+
+    block_id: int
+    nuclei: int
+    at_halo_edge: int
+    max_edge_area_px: int
+    timings: BlockTimings = field(default_factory=BlockTimings)
+    batch_size: int = 0
+    """Tiles in the model call that carried this block (0: resumed from its file)."""
+
+
+@dataclass(frozen=True)
+class GlobalIds:
+    """Local -> global nucleus id tables of a slide's blocks.
+
+    Attributes
+    ----------
+    block_ids : (B,) int64
+        Processed blocks, ascending.
+    offsets : (B + 1,) int64
+        Block ``block_ids[i]`` has ``offsets[i + 1] - offsets[i]`` owned nuclei.
+    gids : (N,) uint32
+        Global ids of every owned nucleus, block after block in local id order.
+    """
+
+    block_ids: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
+    gids: npt.NDArray[np.uint32]
+
+    FILE = "ids.npz"
+
+    @classmethod
+    def from_luts(cls, luts: Mapping[int, npt.NDArray[np.uint32]]) -> GlobalIds:
+        """From ``block -> (n_b + 1,) uint32`` tables as ``assign_global_ids`` returns them."""
+        blocks = sorted(luts)
+        sizes = np.array([luts[b].size - 1 for b in blocks], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        gids = np.concatenate([luts[b][1:] for b in blocks]) if blocks else np.zeros(0)
+        return cls(np.array(blocks, np.int64), offsets, gids.astype(np.uint32))
+
+    @property
+    def nuclei(self) -> int:
+        """Owned nuclei in all."""
+        return int(self.gids.size)
+
+    def lut(self, block_id: int) -> npt.NDArray[np.uint32]:
+        """(n_b + 1,) uint32 table of one block, index 0 -> 0."""
+        i = int(np.searchsorted(self.block_ids, block_id))
+        if i >= self.block_ids.size or self.block_ids[i] != block_id:
+            raise KeyError(block_id)
+        lut = np.zeros(int(self.offsets[i + 1] - self.offsets[i]) + 1, np.uint32)
+        lut[1:] = self.gids[self.offsets[i] : self.offsets[i + 1]]
+        return lut
+
+    def luts(self, block_ids: Iterable[int]) -> dict[int, npt.NDArray[np.uint32]]:
+        """Tables of those of ``block_ids`` that were processed."""
+        present = set(self.block_ids.tolist())
+        return {b: self.lut(b) for b in block_ids if b in present}
+
+    def save(self, work_dir: str | Path) -> None:
+        """Write ``ids.npz`` atomically into the staging folder."""
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "block_ids": self.block_ids,
+            "offsets": self.offsets,
+            "gids": self.gids,
+        }
+        atomic_write(Path(work_dir) / self.FILE, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, work_dir: str | Path) -> GlobalIds:
+        """Read ``ids.npz`` of the staging folder."""
+        with np.load(Path(work_dir) / cls.FILE) as data:
+            return cls(data["block_ids"], data["offsets"], data["gids"])

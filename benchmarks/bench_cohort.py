@@ -61,7 +61,7 @@ def _run(n_workers: int, entries: list[Any], out: Path, noop_tasks: int) -> dict
     from distributed import Client, LocalCluster, get_task_stream
 
     from pathosam_wsi.cohort import run_cohort
-    from pathosam_wsi.distributed.graph import _Runner
+    from pathosam_wsi.distributed.executor import ClientExecutor
 
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -73,9 +73,9 @@ def _run(n_workers: int, entries: list[Any], out: Path, noop_tasks: int) -> dict
     ):
         client.run(lambda: __import__("pathosam_wsi.pipeline.blocks"))
         t_start = time.perf_counter() - t0
-        runner = _Runner(n_workers, client, "noop")
+        runner = ClientExecutor(client)
         t1 = time.perf_counter()
-        runner.run("noop", _noop, [(i,) for i in range(noop_tasks)])
+        runner.map("noop", _noop, [(i,) for i in range(noop_tasks)])
         noop_s = time.perf_counter() - t1
         t1 = time.perf_counter()
         client.gather(client.map(_noop, range(noop_tasks), pure=False))
@@ -85,7 +85,7 @@ def _run(n_workers: int, entries: list[Any], out: Path, noop_tasks: int) -> dict
             rows = run_cohort(entries, out, client=client, slides_in_flight=len(entries))
         wall = time.perf_counter() - t2
         compute_s, n_tasks = _task_compute_s(ts.data, "blocks-")
-        paint_s, n_paint = _task_compute_s(ts.data, "paint-")
+        paint_s, n_paint = _task_compute_s(ts.data, "finish-")
         rss = client.run(_peak_rss_mib)
     blocks = sum(r.blocks or 0 for r in rows)
     return {

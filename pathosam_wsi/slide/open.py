@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,20 +234,33 @@ def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
 
 @dataclass(frozen=True)
 class SlideHandle:
-    """Picklable reference to a slide; ``open()`` reopens it once per thread (stack.md P7)."""
+    """Picklable reference to a slide; ``open()`` reopens it once per thread (stack.md P7).
+
+    Each thread keeps its most recently used slides open (at most ``OPEN_PER_THREAD``) and
+    closes the least recently used one beyond that, so a worker that serves a long cohort holds
+    a bounded number of open files.
+    """
 
     path: str
     mpp: float | None = None
 
     def open(self) -> Slide:
         """The calling thread's opened slide."""
-        cache = _THREAD_CACHE.__dict__.setdefault("slides", {})
+        cache: OrderedDict[tuple[str, float | None], Slide]
+        cache = _THREAD_CACHE.__dict__.setdefault("slides", OrderedDict())
         key = (self.path, self.mpp)
         slide = cache.get(key)
-        if slide is None:
-            slide = open_slide(self.path, self.mpp)
-            cache[key] = slide
+        if slide is not None:
+            cache.move_to_end(key)
+            return slide
+        slide = open_slide(self.path, self.mpp)
+        cache[key] = slide
+        while len(cache) > OPEN_PER_THREAD:
+            _, oldest = cache.popitem(last=False)
+            oldest.close()
         return slide
 
 
+OPEN_PER_THREAD = 4
+"""Slides each thread keeps open (least recently used closed first)."""
 _THREAD_CACHE = threading.local()

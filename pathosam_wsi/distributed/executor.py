@@ -190,8 +190,12 @@ class ClientExecutor:
         return max(1, sum(self.client.nthreads().values()))
 
     def share(self, obj: Any) -> Any:
-        """Scatter ``obj`` once; tasks receive the object, workers fetch it once each."""
-        return self.client.scatter(obj, hash=False)
+        """Send ``obj`` to every worker once; tasks receive the object itself.
+
+        Broadcast rather than placed on one worker, so losing a worker never loses the only copy
+        (scattered data cannot be recomputed); workers that join later fetch it from a peer.
+        """
+        return self.client.scatter(obj, hash=False, broadcast=True)
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any, priority: int = 0) -> Any:
         """Run one task on a worker; its result."""

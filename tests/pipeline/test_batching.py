@@ -152,3 +152,19 @@ def test_open_files_and_memory_flat_over_a_50_slide_cohort(tmp_path: Path) -> No
 def _rss_bytes() -> int:
     with open("/proc/self/statm", encoding="ascii") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.distributed
+def test_same_bytes_on_a_cluster_with_batched_model(two_slides: list[Path], tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    config = _config(4, 3, 2)
+    local = segment_slide(two_slides[0], tmp_path / "local", config)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        remote = segment_slide(two_slides[0], tmp_path / "cluster", config, client=client)
+    _assert_same(local.output_dir, remote.output_dir)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import platform
 import resource
@@ -53,6 +54,8 @@ from pathosam_wsi.model.replay import (  # noqa: E402
     replay_stats,
     reset_replay_stats,
 )
+
+log = logging.getLogger("bench_feed")
 
 SYNTH_MPP = 0.5
 PATTERN_PX = 2048
@@ -171,6 +174,7 @@ def _segment(slide: Path, out: Path, rate: float, roi: tuple[int, int, int, int]
     info = json.loads((Path(result.output_dir) / "run.json").read_text())
     blocks = int(info["counts"]["blocks_processed"])
     dev = replay_stats()
+    log.info("%s R=%g: %d blocks, wall %.1f s, cpu %.1f s", slide.name, rate, blocks, wall, cpu)
     return {
         "rate_blocks_per_s": rate,
         "blocks": blocks,
@@ -230,9 +234,9 @@ def _cohort(slides: list[Path], workdir: Path, rate: float, runs: int) -> dict:
     from pathosam_wsi.config import ModelConfig
 
     n_workers = 2
-    log = workdir / "cohort_replay_log.jsonl"
+    calls = workdir / "cohort_replay_log.jsonl"
     os.environ[RATE_ENV] = repr(float(rate))
-    os.environ[LOG_ENV] = str(log)
+    os.environ[LOG_ENV] = str(calls)
     config = RunConfig(model=ModelConfig(name="replay"))
     entries = [ManifestEntry(str(p), p.stem, config) for p in slides]
     results = []
@@ -247,14 +251,15 @@ def _cohort(slides: list[Path], workdir: Path, rate: float, runs: int) -> dict:
             warnings.simplefilter("ignore", PathoSamWarning)
             client.run(_warm_worker)
             for i in range(runs):
-                log.unlink(missing_ok=True)
+                calls.unlink(missing_ok=True)
                 t0, p0 = time.time(), time.perf_counter()
                 with get_task_stream(client) as ts:
                     rows = run_cohort(
                         entries, workdir / f"cohort_out{i}", client=client, overwrite=True
                     )
                 wall, t1 = time.perf_counter() - p0, time.time()
-                results.append(_cohort_figures(ts.data, rows, log, n_workers, t0, t1, wall))
+                results.append(_cohort_figures(ts.data, rows, calls, n_workers, t0, t1, wall))
+                log.info("cohort run %d: wall %.1f s", i, wall)
     finally:
         os.environ.pop(LOG_ENV, None)
     med = {
@@ -273,7 +278,7 @@ def _cohort(slides: list[Path], workdir: Path, rate: float, runs: int) -> dict:
 def _cohort_figures(
     stream: list[dict],
     rows: list[Any],
-    log: Path,
+    log_path: Path,
     n_workers: int,
     t0: float,
     t1: float,
@@ -286,7 +291,11 @@ def _cohort_figures(
             if s["action"] == "compute":
                 per_worker.setdefault(str(task["worker"]), []).append((s["start"], s["stop"]))
     busy = {w: _merged_s(iv, t0, t1) for w, iv in per_worker.items()}
-    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    calls = (
+        [json.loads(line) for line in log_path.read_text().splitlines()]
+        if log_path.exists()
+        else []
+    )
     device_s = sum(c["t_end"] - c["t_start"] for c in calls)
     return {
         "wall_s": wall,
@@ -335,17 +344,23 @@ def _machine() -> dict:
     }
 
 
+def _stage_label(key: str) -> str:
+    """Short column name of a run.json timing key (``sum_`` = summed over worker threads)."""
+    name = key.removesuffix("_s")
+    return f"Σ{name.removeprefix('sum_')}" if name.startswith("sum_") else f"{name} (wall)"
+
+
 def _print_report(res: dict) -> None:
     """Readable tables of the figures."""
     print(
         f"\nFeed benchmark  cores={res['machine']['cpus_usable']}  load start/end="
-        f"{res['load_avg_start']} / {res['machine']['load_avg_1_5_15']}"
+        f"{res['load_avg_start']} / {res['load_avg_end']}"
     )
     print("\ncpu_ms_per_block (R fast, median of runs; stages = run.json thread-seconds / block)")
     cols = sorted({s for m in res["cpu"].values() for s in m["stage_ms_per_block"]})
     print(
         "| slide | blocks | cpu ms/block | ceiling blocks/s/core | wall s | "
-        + " | ".join(c.removeprefix("sum_").removesuffix("_s") for c in cols)
+        + " | ".join(_stage_label(c) for c in cols)
         + " |"
     )
     for name, m in res["cpu"].items():
@@ -388,12 +403,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small inputs, 1 run: smoke test")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     side = args.synthetic_side or (2048 if args.quick else 8192)
     runs = 1 if args.quick else args.runs
     n_cohort = args.cohort_slides or (4 if args.quick else 20)
     k = min(args.bank_size, 4) if args.quick else args.bank_size
     args.workdir.mkdir(parents=True, exist_ok=True)
-    load_start = [round(v, 2) for v in os.getloadavg()]
+    machine = _machine()  # at the start: the commit measured, the load before
     t_all = time.perf_counter()
 
     if args.sample is None:
@@ -425,7 +441,8 @@ def main() -> None:
     res = {
         "benchmark": "bench_feed",
         "argv": sys.argv[1:],
-        "load_avg_start": load_start,
+        "load_avg_start": machine["load_avg_1_5_15"],
+        "load_avg_end": [round(v, 2) for v in os.getloadavg()],
         "elapsed_s": time.perf_counter() - t_all,
         "sample": str(args.sample),
         "bank": {"path": os.environ[BANK_ENV], "k": k},
@@ -434,7 +451,7 @@ def main() -> None:
         "busy_slide": f"synthetic_{side}" + (f" roi {roi}" if roi else ""),
         "busy": busy,
         "cohort": cohort,
-        "machine": _machine(),
+        "machine": machine,
     }
     _print_report(res)
     if args.json:

@@ -167,11 +167,11 @@ def _segment(slide: Path, out: Path, rate: float, roi: tuple[int, int, int, int]
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PathoSamWarning)  # halo-edge notes from replayed maps
-        result = segment_slide(slide, out, config, slide_id="feed", overwrite=True)
+        segment_slide(slide, out, config, slide_id="feed", overwrite=True)
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    info = json.loads((Path(result.output_dir) / "run.json").read_text())
+    info = json.loads((out / "feed" / "run.json").read_text())  # OUT/<slide_id>/run.json
     blocks = int(info["counts"]["blocks_processed"])
     dev = replay_stats()
     log.info("%s R=%g: %d blocks, wall %.1f s, cpu %.1f s", slide.name, rate, blocks, wall, cpu)
@@ -299,9 +299,9 @@ def _cohort_figures(
     device_s = sum(c["t_end"] - c["t_start"] for c in calls)
     return {
         "wall_s": wall,
-        "states": sorted({r.state for r in rows}),
-        "blocks": sum(r.blocks or 0 for r in rows),
-        "nuclei": sum(r.nuclei or 0 for r in rows),
+        "states": sorted({str(getattr(r, "state", "?")) for r in rows}),
+        "blocks": sum(getattr(r, "blocks", 0) or 0 for r in rows),
+        "nuclei": sum(getattr(r, "nuclei", 0) or 0 for r in rows),
         "tasks": len(stream),
         "busy_s_per_worker": busy,
         "utilisation": sum(busy.values()) / (wall * n_workers),
@@ -387,8 +387,8 @@ def _print_report(res: dict) -> None:
         )
 
 
-def main() -> None:
-    """Prepare inputs, measure, print and optionally save JSON."""
+def _parse_args() -> argparse.Namespace:
+    """Command line, with the ``--quick`` defaults resolved."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench_feed")
     parser.add_argument("--sample", type=Path, help="default: the sample slide (sample-data)")
@@ -403,20 +403,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small inputs, 1 run: smoke test")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    side = args.synthetic_side or (2048 if args.quick else 8192)
-    runs = 1 if args.quick else args.runs
-    n_cohort = args.cohort_slides or (4 if args.quick else 20)
-    k = min(args.bank_size, 4) if args.quick else args.bank_size
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    machine = _machine()  # at the start: the commit measured, the load before
-    t_all = time.perf_counter()
-
+    args.synthetic_side = args.synthetic_side or (2048 if args.quick else 8192)
+    args.runs = 1 if args.quick else args.runs
+    args.cohort_slides = args.cohort_slides or (4 if args.quick else 20)
+    args.bank_size = min(args.bank_size, 4) if args.quick else args.bank_size
     if args.sample is None:
         from pathosam_wsi.datasets import fetch
 
         args.sample = fetch("cmu_small_region")
-    os.environ[BANK_ENV] = str(_bank(args.sample, k, args.workdir))
+    return args
+
+
+def _measure(args: argparse.Namespace) -> dict:
+    """Prepare the inputs (cached in the workdir) and take every figure."""
+    side, runs = args.synthetic_side, args.runs
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    os.environ[BANK_ENV] = str(_bank(args.sample, args.bank_size, args.workdir))
     synth = _synthetic_slide(args.workdir / f"synthetic_{side}.tif", side)
     out = args.workdir / "out"
     _segment(args.sample, out, args.fast_rate, None)  # warm-up: imports, caches
@@ -435,22 +437,35 @@ def main() -> None:
         cdir.mkdir(exist_ok=True)
         slides = [
             _synthetic_slide(cdir / f"c{i:02d}.tif", 1024, 1024, seed=10 + i)
-            for i in range(n_cohort)
+            for i in range(args.cohort_slides)
         ]
         cohort = _cohort(slides, args.workdir, args.fast_rate, runs)
+    return {
+        "sample": str(args.sample),
+        "bank": {"path": os.environ[BANK_ENV], "k": args.bank_size},
+        "fast_rate_blocks_per_s": args.fast_rate,
+        "cpu": cpu,
+        "busy_slide": f"synthetic_{side}" + (f" roi {roi}" if roi else ""),
+        "busy": busy,
+        "cohort": cohort,
+    }
+
+
+def main() -> None:
+    """Measure, print and optionally save JSON with machine info."""
+    args = _parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    machine = _machine()  # at the start: the commit measured, the load before
+    t_all = time.perf_counter()
+    figures = _measure(args)
     res = {
         "benchmark": "bench_feed",
         "argv": sys.argv[1:],
         "load_avg_start": machine["load_avg_1_5_15"],
         "load_avg_end": [round(v, 2) for v in os.getloadavg()],
         "elapsed_s": time.perf_counter() - t_all,
-        "sample": str(args.sample),
-        "bank": {"path": os.environ[BANK_ENV], "k": k},
-        "fast_rate_blocks_per_s": args.fast_rate,
-        "cpu": cpu,
-        "busy_slide": f"synthetic_{side}" + (f" roi {roi}" if roi else ""),
-        "busy": busy,
-        "cohort": cohort,
+        **figures,
         "machine": machine,
     }
     _print_report(res)

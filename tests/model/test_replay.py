@@ -79,7 +79,7 @@ def test_accounting_and_log(
     assert stats.calls == 2
     assert stats.blocks == 4
     assert dict(stats.batch_sizes) == {3: 1, 1: 1}
-    assert stats.busy_s == pytest.approx(0.04, abs=0.03)
+    assert 0.039 <= stats.busy_s < 0.5  # sleep never returns early; load may stretch it
     assert 0.0 < stats.busy_frac <= 1.0
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["n"] for x in lines] == [3, 1]
@@ -107,16 +107,23 @@ def test_device_time_scales_with_batch_and_rate(
 
 def test_one_device_per_process(model: replay.ReplayModel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(replay.RATE_ENV, "50")
-    threads = [threading.Thread(target=model.predict, args=([_tile(64, i)] * 2,)) for i in range(3)]
+    tiles = [_tile(64, 1)] * 2  # 0.04 s of device time per call
+    barrier = threading.Barrier(3)
+
+    def call() -> None:
+        barrier.wait()
+        model.predict(tiles)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     stats = replay.replay_stats()
-    # Concurrent calls queue for the device: busy time ~ span, never more.
-    assert stats.busy_s == pytest.approx(0.12, abs=0.05)
-    assert stats.span_s >= stats.busy_s
-    assert stats.busy_frac > 0.9
+    # Simultaneous calls queue for the device: the span holds all three, busy never exceeds it.
+    assert 0.119 <= stats.busy_s < 1.0
+    assert stats.span_s >= 0.115
+    assert stats.busy_s <= stats.span_s + 1e-6
 
 
 def test_configuration_errors(bank_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

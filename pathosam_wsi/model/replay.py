@@ -173,6 +173,8 @@ class ReplayModel:
 
     name = "replay"
     class_names: tuple[str, ...] | None = None
+    batched = True
+    """A device stand-in: served by the process's inference loop, as PathoSAM is."""
 
     def __init__(self, bank_path: str) -> None:
         self.bank_path = bank_path

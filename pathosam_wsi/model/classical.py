@@ -110,16 +110,35 @@ def _distance_maps(
     max_edt = np.asarray(ndi.maximum(edt, nuclei, index), np.float32)
     denom = np.maximum(max_edt, 1.0)[nuclei[fg] - 1]
     boundary[fg] = np.clip((max_edt[nuclei[fg] - 1] - edt[fg]) / denom, 0.0, 1.0)
-    # Centre = the nucleus's deepest interior point (first in raster order on ties).
-    flat = np.asarray(ndi.maximum_position(edt, nuclei, index))
     centres = np.zeros(nuclei.shape, bool)
-    centres[flat[:, 0], flat[:, 1]] = True
+    centres.ravel()[_first_maximum(edt, nuclei, max_edt)] = True
     dist = ndi.distance_transform_edt(~centres).astype(np.float32)
     max_dist = np.asarray(ndi.maximum(dist, nuclei, index), np.float32)
     centre[fg] = np.clip(dist[fg] / np.maximum(max_dist, 1.0)[nuclei[fg] - 1], 0.0, 1.0)
     return centre, boundary
 
 
-@register_model("classical")
+def _first_maximum(
+    edt: npt.NDArray[np.float32], nuclei: npt.NDArray[np.int32], max_edt: npt.NDArray[np.float32]
+) -> npt.NDArray[np.intp]:
+    """Flat index of each nucleus's deepest point, the first in raster order on ties.
+
+    ``scipy.ndimage.maximum_position`` does not promise which tied maximum it returns; raster
+    order does not change when a block is shifted, so the centre is the same in every block.
+    """
+    flat_labels = nuclei.ravel()
+    idx = np.flatnonzero(flat_labels)  # ascending = raster order
+    labels = flat_labels[idx]
+    at_max = edt.ravel()[idx] == max_edt[labels - 1]
+    idx, labels = idx[at_max], labels[at_max]
+    _, first = np.unique(labels, return_index=True)  # first occurrence of each label
+    return idx[first]
+
+
+SUPPORTED_MPP = (0.25, 1.0)
+"""Working pixel sizes (µm/px) at which the classical model keeps its nucleus counts."""
+
+
+@register_model("classical", mpp_range=SUPPORTED_MPP)
 def _build_classical(config: ModelConfig, mpp: float) -> ClassicalModel:
     return ClassicalModel(mpp)

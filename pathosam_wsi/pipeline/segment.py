@@ -24,7 +24,9 @@ from pathosam_wsi.config import RunConfig
 from pathosam_wsi.errors import OutputExistsError, PathoSamWarning
 from pathosam_wsi.export.omezarr import create_label_image
 from pathosam_wsi.export.runinfo import file_sha256, params_hash, versions, write_json_atomic
+from pathosam_wsi.model.base import check_model_mpp
 from pathosam_wsi.pipeline.plan import SlidePlan
+from pathosam_wsi.pipeline.slide_ids import check_slide_id, is_ours, remove_ours, write_marker
 from pathosam_wsi.slide.frame import plan_frame
 from pathosam_wsi.slide.open import SlideHandle
 from pathosam_wsi.slide.tissue import block_has_tissue, read_thumbnail, tissue_mask
@@ -91,16 +93,20 @@ def run_params_hash(slide_path: str | Path, config: RunConfig) -> str:
     return params_hash({"slide": str(Path(slide_path).resolve()), **config.output_params()})
 
 
-def _prepare_work_dir(work: Path, phash: str) -> None:
-    """Reuse a partial folder of the same parameters, else start it afresh."""
+def _prepare_work_dir(work: Path, phash: str, sid: str) -> None:
+    """Reuse a partial folder of the same parameters, else start it afresh (only if ours)."""
     marker = work / "params.json"
-    if work.exists():
-        same = marker.exists() and json.loads(marker.read_text()).get("params_hash") == phash
+    if work.exists() and is_ours(work, sid):
+        try:
+            same = json.loads(marker.read_text()).get("params_hash") == phash
+        except (OSError, ValueError, AttributeError):
+            same = False
         if same:
             log.info("resuming from %s", work)
             return
-        shutil.rmtree(work)
+    remove_ours(work, work.parent, sid)
     (work / "blocks").mkdir(parents=True)
+    write_marker(work, sid)
     write_json_atomic(marker, {"params_hash": phash})
 
 
@@ -147,18 +153,25 @@ def segment_slide(
 
     config = config or RunConfig()
     t_start = time.perf_counter()
-    handle, sid, frame, grid = plan_slide(slide_path, out_dir, config, slide_id)
+    sid = check_slide_id(slide_id or slide_id_of(slide_path))
+    handle, sid, frame, grid = plan_slide(slide_path, out_dir, config, sid)
+    check_model_mpp(config.model, frame.mpp)
     final = Path(out_dir) / sid
-    if final.exists() and not overwrite:
+    if (final.exists() or final.is_symlink()) and not overwrite:
         raise OutputExistsError(
             f"{final}: output folder exists; pass --overwrite to replace it or choose another -o"
         )
+    if final.exists() or final.is_symlink():
+        remove_ours(final.with_name(final.name + ".old"), Path(out_dir), sid)
+        if not is_ours(final, sid):
+            remove_ours(final, Path(out_dir), sid)  # raises: not made by us for this slide
     phash = run_params_hash(slide_path, config)
     work = Path(out_dir) / f"{sid}.partial"
-    _prepare_work_dir(work, phash)
+    _prepare_work_dir(work, phash, sid)
     block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, work)
     plan = SlidePlan(handle, sid, frame, grid, config, str(work), block_ids)
-    create_label_image(plan.labels_path, frame.wh_px, config.tiling.tile_px, frame.mpp, sid)
+    chunk_px = min(config.tiling.tile_px, max(frame.wh_px))  # never a chunk beyond the image
+    create_label_image(plan.labels_path, frame.wh_px, chunk_px, frame.mpp, sid)
     if on_progress:
         on_progress("planned", len(block_ids))
     result = run_slide_graph(
@@ -184,11 +197,14 @@ def segment_slide(
 def _publish(work: Path, final: Path) -> None:
     """Move the finished folder into place; an old one is removed only after the move."""
     old = final.with_name(final.name + ".old")
+    sid, out_dir = final.name, final.parent
     if final.exists():
+        remove_ours(old, out_dir, sid)
+        if not is_ours(final, sid):
+            remove_ours(final, out_dir, sid)  # raises: not made by us for this slide
         final.rename(old)
     work.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    remove_ours(old, out_dir, sid)
 
 
 def _run_info(

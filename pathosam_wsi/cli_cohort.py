@@ -166,7 +166,7 @@ def run(
             raise describe_bad_rows(str(manifest), bad, len(entries))
         for b in bad:
             click.echo(
-                f"warning: row {b.row} ({b.entry.slide_id}) is skipped: {b.reason}", err=True
+                f"warning: row {b.row} ({b.entry.slide_id}) is marked failed: {b.reason}", err=True
             )
         kind = cast("ClusterKind", cluster)
         with connect(kind, scheduler, workers, dashboard=dashboard) as client:

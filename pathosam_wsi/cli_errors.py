@@ -77,6 +77,7 @@ def _quiet_event_loop_noise() -> None:
     abandoned when the process exits, and the error line must stay the last line.
     """
     logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+    warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:

@@ -11,6 +11,9 @@ and the tool runs offline on any CPU:
    distance transform's h-maxima;
 4. per nucleus, the normalised distance to its centre and the normalised inverted distance to
    its boundary, as PathoSAM's decoder is trained to predict (torch-em PerObjectDistanceTransform).
+   Coarser than 0.55 µm/px, where a nucleus is only a few pixels wide and the watershed's fixed
+   1.6 px smoothing would erase those ramps, both maps are flat instead: 0 inside a nucleus, 1 in
+   background and where two nuclei touch. The model supports 0.25-1.0 µm/px (runs outside warn).
 
 Every step is local (bounded support or confined to one connected foreground component), so a
 nucleus that lies well inside a block gets exactly the maps it would get in the whole image.
@@ -74,6 +77,9 @@ class ClassicalModel:
         fg = 1.0 / (1.0 + np.exp(-(od - p.hematoxylin_od_thresh) / p.od_softness))
         fg = fg.astype(np.float32)
         nuclei = self._split_nuclei(fg > 0.5)
+        if self.mpp > RAMP_MAPS_MAX_MPP:
+            flat = _flat_core_map(nuclei)
+            return np.stack([fg, flat, flat.copy()])
         centre, boundary = _distance_maps(nuclei)
         return np.stack([fg, centre, boundary])
 
@@ -118,6 +124,22 @@ def _distance_maps(
     return centre, boundary
 
 
+def _flat_core_map(nuclei: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+    """0 inside each nucleus, 1 in background and on pixels touching another nucleus.
+
+    Used for both distance maps at coarse resolution: the PathoSAM watershed smooths the maps by
+    a fixed 1.6 px, which wipes out the ramps of a nucleus only a few pixels wide; a flat core
+    survives that smoothing and the touching lines still split neighbours.
+    """
+    fg = nuclei > 0
+    touching = find_boundaries(nuclei, mode="inner", background=0) & ~find_boundaries(
+        fg, mode="inner"
+    )
+    out = np.ones(nuclei.shape, np.float32)
+    out[fg & ~touching] = 0.0
+    return out
+
+
 def _first_maximum(
     edt: npt.NDArray[np.float32], nuclei: npt.NDArray[np.int32], max_edt: npt.NDArray[np.float32]
 ) -> npt.NDArray[np.intp]:
@@ -135,6 +157,8 @@ def _first_maximum(
     return idx[first]
 
 
+RAMP_MAPS_MAX_MPP = 0.55
+"""Coarsest working µm/px with PathoSAM-like ramp maps; coarser tiles get flat-core maps."""
 SUPPORTED_MPP = (0.25, 1.0)
 """Working pixel sizes (µm/px) at which the classical model keeps its nucleus counts."""
 

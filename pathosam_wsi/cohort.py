@@ -442,6 +442,8 @@ def run_cohort(
     PathoSamError
         The dask scheduler was lost; finished blocks and slides are kept for a rerun.
     """
+    for e in entries:
+        check_slide_id(e.slide_id)  # entries may be built without read_manifest
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not overwrite:

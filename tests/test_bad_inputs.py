@@ -424,3 +424,26 @@ def test_debug_shows_the_traceback(inputs: dict[str, Path], tmp_path: Path) -> N
         main, ["--debug", "segment", str(inputs["good"]), "-o", str(tmp_path), "--slide-id", ".."]
     )
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_corrupt_tile_error_is_the_last_line(tmp_path: Path) -> None:
+    """In a real process: no asyncio 'Task was destroyed' noise after the error (at exit)."""
+    import subprocess
+    import sys
+
+    rgb, _ = draw_nuclei(256, 256, grid_centres(256, 256, 40, 20, 8, 1))
+    path = write_pyramid(tmp_path / "corrupt.tiff", rgb, 0.5, levels=1, tile=64)
+    with tifffile.TiffFile(path) as tif:
+        offset, size = tif.pages[0].dataoffsets[5], tif.pages[0].databytecounts[5]
+    data = bytearray(path.read_bytes())
+    data[offset : offset + size] = b"\0" * size
+    path.write_bytes(bytes(data))
+    code = "from pathosam_wsi.cli import main; main()"
+    args = ["segment", str(path), "-o", str(tmp_path / "out"), "--no-tissue-mask", *FAST]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert lines[-1].startswith("error:") and "corrupt" in lines[-1], proc.stderr
+    assert sum(ln.startswith("error:") for ln in lines) == 1 and "Traceback" not in proc.stderr

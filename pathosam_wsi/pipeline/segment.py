@@ -96,13 +96,15 @@ def run_params_hash(slide_path: str | Path, config: RunConfig) -> str:
 def _prepare_work_dir(work: Path, phash: str, sid: str) -> None:
     """Reuse a partial folder of the same parameters, else start it afresh (only if ours)."""
     marker = work / "params.json"
-    if work.exists() and is_ours(work, sid):
+    if work.is_dir() and not work.is_symlink():
         try:
             same = json.loads(marker.read_text()).get("params_hash") == phash
         except (OSError, ValueError, AttributeError):
             same = False
-        if same:
+        if same:  # resuming never deletes; a folder of an older version gets its marker now
             log.info("resuming from %s", work)
+            if not is_ours(work, sid):
+                write_marker(work, sid)
             return
     remove_ours(work, work.parent, sid)
     (work / "blocks").mkdir(parents=True)

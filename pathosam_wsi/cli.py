@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pathosam_wsi.cli_errors import CliGroup, check_out_dir, error_line, fail, set_debug
 from pathosam_wsi.config import (
     ModelConfig,
     RunConfig,
@@ -28,18 +28,23 @@ log = logging.getLogger("pathosam_wsi")
 
 
 def _fail(err: BaseException, code: int = 2) -> None:
-    click.echo(f"error: {err}", err=True)
-    sys.exit(code)
+    fail(error_line(err), code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=CliGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="pathosam-wsi")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def main(verbose: int) -> None:
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error.")
+def main(verbose: int, debug: bool) -> None:
     """Segment every nucleus in whole-slide images with PathoSAM (or the built-in classical model).
 
     Outputs per slide: an OME-Zarr label image, a GeoParquet nucleus table and run.json.
+    Expected failures print one line, "error: <what>: <why>; <fix>", and exit with 2.
     """
+    set_debug(debug)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(False)
@@ -247,6 +252,7 @@ def segment(
 
     try:
         config = _build_config(kw)
+        check_out_dir(out_dir)
         with BlockProgress(disable=quiet) as progress, warnings.catch_warnings():
             warnings.simplefilter("default")
             result = segment_slide(

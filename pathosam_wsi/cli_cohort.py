@@ -18,6 +18,7 @@ from pathosam_wsi.cli import (
     _slide_options,
     _watershed_options,
 )
+from pathosam_wsi.cli_errors import check_out_dir
 from pathosam_wsi.errors import PathoSamError
 
 if TYPE_CHECKING:
@@ -108,11 +109,26 @@ def _echo_table(rows: Any) -> None:
     help="Existing cluster: tcp://HOST:PORT, tls://HOST:PORT or a "
     "scheduler file (overrides --cluster).",
 )
-@click.option("--workers", type=int, help="Local workers (default: one per GPU, else per CPU).")
 @click.option(
-    "--slides-in-flight", type=int, help="Slides at once (default: 2 x worker threads, <= 64)."
+    "--workers",
+    type=click.IntRange(1, 4096),
+    help="Local workers (default: one per GPU, else per CPU).",
 )
-@click.option("--dashboard", is_flag=True, help="Start the dashboard of a local cluster.")
+@click.option(
+    "--slides-in-flight",
+    type=click.IntRange(1, 1024),
+    help="Slides at once (default: 2 x worker threads, at most 64).",
+)
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Start the dashboard of a local cluster (on 127.0.0.1; off unless given).",
+)
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Run the slides that open and mark the rows that do not as failed (default: refuse).",
+)
 @_model_options
 @_slide_options
 @_watershed_options
@@ -128,6 +144,7 @@ def run(
     workers: int | None,
     slides_in_flight: int | None,
     dashboard: bool,
+    skip_bad: bool,
     overwrite: bool,
     quiet: bool,
     **kw: Any,
@@ -137,15 +154,24 @@ def run(
     Finished slides are skipped and unfinished ones resume; exit code 3 when some slide failed.
     """
     from pathosam_wsi.cohort import read_manifest, read_status, run_cohort
+    from pathosam_wsi.cohort_check import check_manifest_slides, describe_bad_rows
     from pathosam_wsi.distributed.cluster import connect, dashboard_link
 
     _quiet_distributed_logs()
     try:
         entries = read_manifest(manifest, _build_config(kw))
+        check_out_dir(out_dir)
+        bad = check_manifest_slides(entries)
+        if bad and not skip_bad:
+            raise describe_bad_rows(str(manifest), bad, len(entries))
+        for b in bad:
+            click.echo(
+                f"warning: row {b.row} ({b.entry.slide_id}) is marked failed: {b.reason}", err=True
+            )
         kind = cast("ClusterKind", cluster)
         with connect(kind, scheduler, workers, dashboard=dashboard) as client:
-            link = dashboard_link(client)
-            if link:
+            link = dashboard_link(client) if dashboard else None
+            if link and not quiet:
                 click.echo(f"dashboard: {link}", err=True)
             progress = CohortProgress(len(entries), disable=quiet)
             try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pathosam_wsi.errors import PathoSamError
+from pathosam_wsi.errors import ConfigError, PathoSamError
 from pathosam_wsi.evaluate import evaluate_outputs
 
 __all__ = ["evaluate"]
@@ -27,8 +27,13 @@ def evaluate(pred: Path, gt: Path, as_json: bool) -> None:
     """
     try:
         result = evaluate_outputs(pred, gt)
-    except PathoSamError as err:
-        raise click.ClickException(str(err)) from err
+    except (OSError, ValueError, EOFError) as err:
+        if isinstance(err, PathoSamError):
+            raise
+        raise ConfigError(
+            f"cannot read labels from {str(pred)!r} or {str(gt)!r} ({type(err).__name__}: "
+            f"{' '.join(str(err).split())}); expected instance label images or output folders"
+        ) from err
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -65,8 +65,20 @@ def qupath(result_dir: Path, out_path: Path | None, compress: bool, object_type:
 
 @click.command()
 @click.argument("result_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--crops", type=int, default=4, show_default=True, help="Full-resolution crops.")
-@click.option("--crop-px", type=int, default=512, show_default=True, help="Crop side, level-0 px.")
+@click.option(
+    "--crops",
+    type=click.IntRange(0, 100),
+    default=4,
+    show_default=True,
+    help="Full-resolution crops.",
+)
+@click.option(
+    "--crop-px",
+    type=click.IntRange(16, 8192),
+    default=512,
+    show_default=True,
+    help="Crop side, level-0 px.",
+)
 def qc(result_dir: Path, crops: int, crop_px: int) -> None:
     """Write QC pictures to RESULT_DIR/qc/: density heatmap and outlined crops."""
     from pathosam_wsi.export.qc import write_qc

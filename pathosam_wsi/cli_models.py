@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pathosam_wsi.errors import PathoSamError
+from pathosam_wsi.errors import CheckpointError, ConfigError
 
 __all__ = ["models", "resolve_weight_names", "write_test_checkpoint"]
 
@@ -27,7 +27,7 @@ def resolve_weight_names(names: tuple[str, ...]) -> list[str]:
         elif name in REGISTRY:
             out.append(name)
         else:
-            raise click.BadParameter(
+            raise ConfigError(
                 f"unknown name {name!r}; expected a model ({', '.join(MODEL_FILES)}) or a file "
                 f"({', '.join(REGISTRY)})"
             )
@@ -63,10 +63,7 @@ def download(names: tuple[str, ...], quiet: bool) -> None:
     from pathosam_wsi.model.weights import fetch_weights
 
     for file_name in resolve_weight_names(names or _DEFAULT_DOWNLOAD):
-        try:
-            path = fetch_weights(file_name, progress=not quiet)
-        except PathoSamError as err:
-            raise click.ClickException(str(err)) from err
+        path = fetch_weights(file_name, progress=not quiet)
         click.echo(f"{file_name}: {path}")
 
 
@@ -76,14 +73,21 @@ def verify(names: tuple[str, ...]) -> None:
     """Check cached weights against their hashes (default: every registry file)."""
     from pathosam_wsi.model.weights import REGISTRY, verify_weights
 
-    failed = False
+    statuses = []
     for file_name in resolve_weight_names(names or tuple(REGISTRY)):
         status, path = verify_weights(file_name)
-        failed |= status == "mismatch"
+        statuses.append(status)
         click.echo(f"{file_name}: {status} ({path})")
-    if failed:
-        raise click.ClickException(
-            "some cached files do not match their hashes; delete and re-download them"
+    if "mismatch" in statuses:
+        raise CheckpointError(
+            "models verify: some cached files do not match their hashes; delete and "
+            "re-download them with 'pathosam-wsi models download'"
+        )
+    missing = statuses.count("missing")
+    if missing and (names or missing == len(statuses)):
+        raise CheckpointError(
+            f"models verify: {missing} of {len(statuses)} weight file(s) are not cached; "
+            "run 'pathosam-wsi models download' first"
         )
 
 

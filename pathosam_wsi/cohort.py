@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from pathosam_wsi.config import RunConfig, SlideConfig, TilingConfig
 from pathosam_wsi.distributed.executor import TaskExecutor, ThreadExecutor, make_executor
 from pathosam_wsi.errors import ConfigError, OutputExistsError, PathoSamError
 from pathosam_wsi.pipeline.segment import run_params_hash, segment_slide, slide_id_of
+from pathosam_wsi.pipeline.slide_ids import check_slide_id, remove_ours
 
 __all__ = [
     "STATUS_FILE",
@@ -44,8 +46,10 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.parquet"
 _MAX_SLIDES_IN_FLIGHT = 64
+OWNER_FILE = ".status-owner.json"
+"""Which process (host, pid) last wrote status.parquet; ``running`` rows of a gone one are
+shown as ``interrupted``."""
 NUCLEI_DIR = "nuclei"
-_RESERVED_IDS = {NUCLEI_DIR, STATUS_FILE}
 # Per-slide override columns of a manifest: column -> (config section, field, parser).
 _OVERRIDES: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "mpp": ("slide", "mpp", float),
@@ -83,7 +87,7 @@ class SlideStatus:
     slide_id: str
     path: str
     state: str = "pending"
-    """pending | running | done | failed"""
+    """pending | running | done | failed (read_status also shows interrupted)"""
     nuclei: int | None = None
     blocks: int | None = None
     seconds: float | None = None
@@ -110,16 +114,21 @@ def _entry_config(base: RunConfig, row: dict[str, Any], where: str) -> RunConfig
         try:
             changes[section][name] = parse(value)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}: column {column!r} has {value!r}: {err}") from err
+            raise ConfigError(
+                f"{where}: column {column!r} has {value!r}: {err}; fix that cell"
+            ) from err
     slide = dataclasses.replace(base.slide, **changes["slide"]) if changes["slide"] else base.slide
     tiling = base.tiling
-    if changes["tiling"]:
-        tiling = dataclasses.replace(base.tiling, **changes["tiling"])
-    return dataclasses.replace(
-        base,
-        slide=SlideConfig(**dataclasses.asdict(slide)),
-        tiling=TilingConfig(**dataclasses.asdict(tiling)),
-    )
+    try:
+        if changes["tiling"]:
+            tiling = dataclasses.replace(base.tiling, **changes["tiling"])
+        return dataclasses.replace(
+            base,
+            slide=SlideConfig(**dataclasses.asdict(slide)),
+            tiling=TilingConfig(**dataclasses.asdict(tiling)),
+        )
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from err
 
 
 def read_manifest(path: str | Path, base: RunConfig) -> list[ManifestEntry]:
@@ -152,20 +161,31 @@ def read_manifest(path: str | Path, base: RunConfig) -> list[ManifestEntry]:
             f"manifest {str(path)!r} has columns {list(table.columns)!r}; expected 'path' and "
             f"optionally {sorted(allowed - {'path'})!r}"
         )
-    entries, seen = [], set()
+    entries, seen, problems = [], set(), []
     for i, row in enumerate(table.to_dict("records")):
         where = f"{path}: row {i + 1}"
         slide_path = Path(str(row["path"]))
         if not slide_path.is_absolute():
             slide_path = path.parent / slide_path
         sid = str(row.get("slide_id") or "").strip() or slide_id_of(slide_path)
-        if sid in seen or sid in _RESERVED_IDS or "/" in sid:
-            raise ConfigError(
-                f"{where}: slide_id {sid!r} is duplicate or reserved; give a unique "
-                "slide_id column value"
-            )
-        seen.add(sid)
-        entries.append(ManifestEntry(str(slide_path), sid, _entry_config(base, row, where)))
+        try:
+            check_slide_id(sid)
+            if sid.casefold() in seen:
+                raise ConfigError(
+                    f"slide id {sid!r} is a duplicate (ids are compared ignoring case); give a "
+                    "unique slide_id column value"
+                )
+            seen.add(sid.casefold())
+            entries.append(ManifestEntry(str(slide_path), sid, _entry_config(base, row, where)))
+        except ConfigError as err:
+            text = str(err)
+            problems.append(text if text.startswith(where) else f"{where}: {text}")
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} bad manifest row(s): " + " | ".join(problems)
+            if len(problems) > 1
+            else problems[0]
+        )
     return entries
 
 
@@ -174,7 +194,45 @@ def read_status(out_dir: str | Path) -> pd.DataFrame:
     path = Path(out_dir) / STATUS_FILE
     if not path.exists():
         return _STATUS_SCHEMA.empty_table().to_pandas()
-    return pd.read_parquet(path, dtype_backend="numpy_nullable")
+    try:
+        rows = pd.read_parquet(path, dtype_backend="numpy_nullable")
+        missing = [c for c in _STATUS_SCHEMA.names if c not in rows.columns]
+        if missing:
+            raise ValueError(f"columns {missing!r} are missing")
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise ConfigError(
+            f"{path}: cannot read the cohort status ({' '.join(str(err).split())}); expected "
+            "the status.parquet of a pathosam-wsi run; rerun the same 'run' command to rewrite it"
+        ) from err
+    if not _owner_alive(Path(out_dir)):
+        rows.loc[rows["state"] == "running", "state"] = "interrupted"
+    return rows
+
+
+def _write_owner(out_dir: Path) -> None:
+    """Record this process as the writer of ``status.parquet``."""
+    owner = {"host": socket.gethostname(), "pid": os.getpid()}
+    tmp = out_dir / f"{OWNER_FILE}.tmp"
+    tmp.write_text(json.dumps(owner))
+    os.replace(tmp, out_dir / OWNER_FILE)
+
+
+def _owner_alive(out_dir: Path) -> bool:
+    """Whether the process that last wrote the status may still run (unknown hosts: yes)."""
+    try:
+        owner = json.loads((out_dir / OWNER_FILE).read_text())
+        host, pid = owner["host"], int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _StatusBook:
@@ -184,6 +242,7 @@ class _StatusBook:
         self.path = out_dir / STATUS_FILE
         self.rows = {r.slide_id: r for r in rows}
         self.lock = threading.Lock()
+        _write_owner(out_dir)
         self.write()
 
     def update(self, slide_id: str, **values: Any) -> SlideStatus:
@@ -240,13 +299,17 @@ def _publish_table(out_dir: Path, slide_id: str) -> None:
     src = out_dir / slide_id / "nuclei.parquet"
     dst_dir = out_dir / NUCLEI_DIR
     dst_dir.mkdir(exist_ok=True)
+    dst = dst_dir / f"{slide_id}.parquet"
     tmp = dst_dir / f".{slide_id}.parquet.tmp"
     tmp.unlink(missing_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return  # already linked (os.replace between two links of one inode would do nothing)
     try:
         os.link(src, tmp)
     except OSError:
         shutil.copy2(src, tmp)
-    os.replace(tmp, dst_dir / f"{slide_id}.parquet")
+    os.replace(tmp, dst)
+    tmp.unlink(missing_ok=True)
 
 
 def _one_line(err: BaseException) -> str:
@@ -305,9 +368,9 @@ def _run_one(
     book.update(entry.slide_id, state="running", error=None)
     on_event("slide_started", entry.slide_id)
     t0 = time.perf_counter()
-    if overwrite:
-        shutil.rmtree(out_dir / f"{entry.slide_id}.partial", ignore_errors=True)
     try:
+        if overwrite:
+            remove_ours(out_dir / f"{entry.slide_id}.partial", out_dir, entry.slide_id)
         result = segment_slide(
             entry.path,
             out_dir,
@@ -396,6 +459,8 @@ def run_cohort(
     PathoSamError
         The dask scheduler was lost; finished blocks and slides are kept for a rerun.
     """
+    for e in entries:
+        check_slide_id(e.slide_id)  # entries may be built without read_manifest
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not overwrite:

@@ -7,6 +7,7 @@ field has a unit or frame in its name where it has one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,36 @@ __all__ = [
 ]
 
 
+MPP_RANGE = (0.02, 50.0)
+"""Accepted level-0 pixel sizes, µm/px (an --mpp override outside it is a typo)."""
+TARGET_MPP_MAX = 16.0
+"""Coarsest working pixel size, µm/px: beyond it a nucleus (5-10 µm) is under a pixel."""
+TILE_PX_RANGE = (32, 16384)
+HALO_PX_MAX = 1024
+
+
+def _check_number(
+    section: str,
+    name: str,
+    value: float | None,
+    lo: float,
+    hi: float,
+    *,
+    unit: str = "",
+    hint: str = "",
+) -> None:
+    """Raise ConfigError unless ``value`` is None or a finite number in [lo, hi]."""
+    if value is None:
+        return
+    bad = isinstance(value, bool) or not isinstance(value, int | float)
+    if bad or not math.isfinite(value) or not lo <= value <= hi:
+        fix = hint or f"give a value between {lo:g} and {hi:g}{unit}"
+        raise ConfigError(
+            f"{section}.{name}: got {value!r}; expected a number between {lo:g} and {hi:g}{unit}; "
+            f"{fix}"
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class SlideConfig:
     """How the slide is read: pixel size, working resolution and region of interest."""
@@ -36,16 +67,34 @@ class SlideConfig:
     """Region of interest (x, y, width, height) in level-0 px; None: the whole slide."""
 
     def __post_init__(self) -> None:
-        for name in ("mpp", "target_mpp"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{name} must be a positive number of µm/px, got {value!r}")
+        _check_number(
+            "slide",
+            "mpp",
+            self.mpp,
+            *MPP_RANGE,
+            unit=" µm/px",
+            hint="pass the level-0 pixel size, e.g. --mpp 0.25 for 40x, 0.5 for 20x",
+        )
+        _check_number(
+            "slide",
+            "target_mpp",
+            self.target_mpp,
+            MPP_RANGE[0],
+            TARGET_MPP_MAX,
+            unit=" µm/px",
+            hint="pass e.g. --target-mpp 0.5",
+        )
         if self.roi_xywh_l0 is not None:
             if len(self.roi_xywh_l0) != 4:
-                raise ConfigError(f"roi must be X Y W H, got {self.roi_xywh_l0!r}")
-            _, _, w, h = self.roi_xywh_l0
-            if w <= 0 or h <= 0:
-                raise ConfigError(f"roi width and height must be > 0, got {self.roi_xywh_l0!r}")
+                raise ConfigError(
+                    f"roi: got {self.roi_xywh_l0!r}; expected X Y W H; pass four integers"
+                )
+            x, y, w, h = self.roi_xywh_l0
+            if w <= 0 or h <= 0 or x < 0 or y < 0:
+                raise ConfigError(
+                    f"roi: got {self.roi_xywh_l0!r}; expected x, y >= 0 and width, height > 0 "
+                    "(level-0 px); fix the --roi values"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,10 +105,23 @@ class TilingConfig:
     halo_px: int = 64
 
     def __post_init__(self) -> None:
-        if self.tile_px < 32:
-            raise ConfigError(f"tile must be at least 32 px, got {self.tile_px!r}")
-        if self.halo_px < 0:
-            raise ConfigError(f"halo must be >= 0 px, got {self.halo_px!r}")
+        _check_number(
+            "tiling",
+            "tile_px",
+            self.tile_px,
+            *TILE_PX_RANGE,
+            unit=" px",
+            hint="pass e.g. --tile 512",
+        )
+        _check_number(
+            "tiling",
+            "halo_px",
+            self.halo_px,
+            0,
+            HALO_PX_MAX,
+            unit=" px",
+            hint="pass e.g. --halo 64",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +136,11 @@ class TissueConfig:
     min_region_um2: float = 2000.0
     """Tissue islands smaller than this are dropped."""
 
+    def __post_init__(self) -> None:
+        _check_number("tissue", "thumbnail_mpp", self.thumbnail_mpp, 0.5, 256.0, unit=" µm/px")
+        _check_number("tissue", "min_saturation_frac", self.min_saturation_frac, 0.0, 1.0)
+        _check_number("tissue", "min_region_um2", self.min_region_um2, 0.0, 1e9, unit=" µm²")
+
 
 @dataclass(frozen=True, kw_only=True)
 class WatershedConfig:
@@ -85,6 +152,28 @@ class WatershedConfig:
     foreground_smoothing_px: float = 1.0
     distance_smoothing_px: float = 1.6
     min_size_px: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("center_distance_thresh", "boundary_distance_thresh", "foreground_thresh"):
+            _check_number(
+                "watershed",
+                name,
+                getattr(self, name),
+                0.0,
+                1.0,
+                hint=f"pass --{name.replace('_', '-')} between 0 and 1",
+            )
+        for name in ("foreground_smoothing_px", "distance_smoothing_px"):
+            _check_number("watershed", name, getattr(self, name), 0.0, 64.0, unit=" px")
+        _check_number(
+            "watershed",
+            "min_size_px",
+            self.min_size_px,
+            0,
+            10**8,
+            unit=" px",
+            hint="pass --min-size 0 or more (0 keeps every nucleus)",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,8 +202,9 @@ class ModelConfig:
             raise ConfigError(f"intensity must be none or per_tile_minmax, got {self.intensity!r}")
         if self.batchnorm not in ("per_tile", "running"):
             raise ConfigError(f"batchnorm must be per_tile or running, got {self.batchnorm!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {self.batch_size!r}")
+        _check_number(
+            "model", "batch_size", self.batch_size, 1, 4096, hint="pass --batch-size 1 or more"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +220,17 @@ class RunConfig:
     """Blocks per scheduled task (a task reads, predicts and post-processes them together)."""
     threads: int | None = None
     """Worker threads for the local scheduler (None: all CPUs)."""
+
+    def __post_init__(self) -> None:
+        _check_number(
+            "run",
+            "blocks_per_task",
+            self.blocks_per_task,
+            1,
+            4096,
+            hint="pass --blocks-per-task 1 or more",
+        )
+        _check_number("run", "threads", self.threads, 1, 4096, hint="pass --threads 1 or more")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-ready)."""
@@ -162,12 +263,17 @@ class RunConfig:
                     kwargs[key] = sections[key](**value)
                 else:
                     kwargs[key] = value
-            except TypeError as err:
-                raise ConfigError(f"invalid [{key}] section: {err}") from err
+            except (TypeError, AttributeError) as err:
+                raise ConfigError(
+                    f"config section [{key}]: {err}; expected the fields of RunConfig.{key}"
+                ) from err
         try:
             return cls(**kwargs)
         except TypeError as err:
-            raise ConfigError(f"invalid configuration: {err}") from err
+            raise ConfigError(
+                f"configuration: {err}; expected the sections slide, tiling, tissue, watershed, "
+                "model and the keys blocks_per_task, threads"
+            ) from err
 
     @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 ClusterKind = Literal["local", "threads", "none"]
 _KINDS = ("local", "threads", "none")
+_LOCAL_HOST = "127.0.0.1"
+"""Local clusters (scheduler, workers, dashboard) listen on loopback only."""
 
 
 def _gpu_count() -> int:
@@ -46,7 +48,20 @@ def _nvml_error() -> type[BaseException]:
     return pynvml.NVMLError  # type: ignore[no-any-return]
 
 
-def _cuda_cluster(n_workers: int | None, dashboard_address: str | None) -> Any | None:
+def _http_options(dashboard: bool) -> dict[str, Any]:
+    """HTTP servers of scheduler and workers on 127.0.0.1 only; the dashboard only if asked.
+
+    The scheduler and every worker always serve HTTP (health, metrics); without an address they
+    listen on all interfaces, scheduler on port 8787.
+    """
+    return {
+        "dashboard_address": f"{_LOCAL_HOST}:0",
+        "worker_dashboard_address": f"{_LOCAL_HOST}:0",
+        "scheduler_kwargs": {"dashboard": dashboard},
+    }
+
+
+def _cuda_cluster(n_workers: int | None, dashboard: bool) -> Any | None:
     """A ``LocalCUDACluster`` with a ``GPU`` resource per worker, or None where it cannot start."""
     if _gpu_count() == 0:
         return None
@@ -66,16 +81,17 @@ def _cuda_cluster(n_workers: int | None, dashboard_address: str | None) -> Any |
     try:
         return LocalCUDACluster(
             n_workers=n_workers,
-            dashboard_address=dashboard_address,
             resources={"GPU": 1},
+            host=_LOCAL_HOST,
             threads_per_worker=threads,
+            **_http_options(dashboard),
         )
     except (_nvml_error(), OSError, RuntimeError) as err:
         log.warning("LocalCUDACluster failed (%s); using a CPU LocalCluster", err)
         return None
 
 
-def _local_cluster(kind: ClusterKind, n_workers: int | None, dashboard_address: str | None) -> Any:
+def _local_cluster(kind: ClusterKind, n_workers: int | None, dashboard: bool) -> Any:
     from distributed import LocalCluster
 
     if kind == "threads":
@@ -83,16 +99,17 @@ def _local_cluster(kind: ClusterKind, n_workers: int | None, dashboard_address: 
             n_workers=1,
             threads_per_worker=n_workers or os.cpu_count() or 1,
             processes=False,
-            dashboard_address=dashboard_address,
+            **_http_options(dashboard),
         )
-    cluster = _cuda_cluster(n_workers, dashboard_address)
+    cluster = _cuda_cluster(n_workers, dashboard)
     if cluster is not None:
         return cluster
     return LocalCluster(
         n_workers=n_workers or os.cpu_count() or 1,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=dashboard_address,
+        host=_LOCAL_HOST,
+        **_http_options(dashboard),
     )
 
 
@@ -132,7 +149,7 @@ def make_client(
     n_workers : int, optional
         Local workers (default: one per GPU with dask-cuda, else one per CPU).
     dashboard : bool
-        Start the dashboard of a local cluster on a free port.
+        Start the dashboard of a local cluster on a free port of 127.0.0.1 (off by default).
     timeout_s : float
         Seconds to wait for an existing scheduler.
 
@@ -155,7 +172,7 @@ def make_client(
         return None
     from distributed import Client
 
-    local = _local_cluster(cluster, n_workers, ":0" if dashboard else None)
+    local = _local_cluster(cluster, n_workers, dashboard)
     return Client(local)
 
 
@@ -190,4 +207,8 @@ def dashboard_link(client: Client | None) -> str | None:
     if client is None:
         return None
     services = client.scheduler_info(n_workers=0).get("services", {})
-    return str(client.dashboard_link) if "dashboard" in services else None
+    if "dashboard" not in services:
+        return None
+    if client.cluster is not None:  # a local cluster: its HTTP server listens on loopback only
+        return f"http://{_LOCAL_HOST}:{services['dashboard']}/status"
+    return str(client.dashboard_link)

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
-from pathosam_wsi.errors import ConfigError
+from pathosam_wsi.errors import ConfigError, PathoSamError
 from pathosam_wsi.export.omezarr import LABEL_NAME
 from pathosam_wsi.export.qupath import class_colour
 from pathosam_wsi.slide.open import open_slide
@@ -197,6 +198,21 @@ def write_qc(
             f"{str(result_dir)!r} has no run.json/nuclei.parquet; "
             "expected OUT/<slide_id> of a finished run"
         )
+    try:
+        return _write_qc(result_dir, n_crops, crop_px, thumb_max_px)
+    except PathoSamError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
+        raise ConfigError(
+            f"{result_dir}: cannot make QC pictures ({type(err).__name__}: "
+            f"{' '.join(str(err).split())}); expected OUT/<slide_id> of a finished run with "
+            "intact run.json, nuclei.parquet and labels.ome.zarr"
+        ) from err
+
+
+def _write_qc(result_dir: Path, n_crops: int, crop_px: int, thumb_max_px: int) -> list[Path]:
+    """``write_qc`` after the folder check."""
+    run_json, table = result_dir / "run.json", result_dir / "nuclei.parquet"
     info = json.loads(run_json.read_text())["input"]
     slide = open_slide(info["path"], mpp=info["mpp_l0"])
     mpp_l0 = float(info["mpp_l0"])

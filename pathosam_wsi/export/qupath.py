@@ -315,13 +315,22 @@ def export_qupath(
     """
     tmp = out_path.with_name(out_path.name + ".partial")
     n = 0
-    with _open_output(tmp, compress) as fh:
-        fh.write(b'{"type":"FeatureCollection","features":[')
-        for texts in _converted(_batches(table_path, batch_rows), object_type, threads):
-            buf = _text_bytes(texts)
-            fh.write(buf[1:] if n == 0 else buf)  # the first feature has no leading comma
-            n += len(texts)
-        fh.write(b"\n]}\n")
+    try:
+        with _open_output(tmp, compress) as fh:
+            fh.write(b'{"type":"FeatureCollection","features":[')
+            for texts in _converted(_batches(table_path, batch_rows), object_type, threads):
+                buf = _text_bytes(texts)
+                fh.write(buf[1:] if n == 0 else buf)  # the first feature has no leading comma
+                n += len(texts)
+            fh.write(b"\n]}\n")
+    except (OSError, ValueError, pa.ArrowException) as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(
+            f"{table_path}: cannot export ({type(err).__name__}: {' '.join(str(err).split())}); "
+            "expected the nuclei.parquet of a finished run, and a writable output"
+        ) from err
     tmp.replace(out_path)
     log.info("wrote %d QuPath %s objects to %s", n, object_type, out_path)
     return n

@@ -8,6 +8,7 @@ Models are built by name from a registry and cached once per process (one per da
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,15 +17,17 @@ import numpy as np
 import numpy.typing as npt
 
 from pathosam_wsi.config import ModelConfig
-from pathosam_wsi.errors import ConfigError
+from pathosam_wsi.errors import ConfigError, PathoSamWarning
 
 __all__ = [
     "ModelOutput",
     "NucleusModel",
     "available_models",
     "build_model",
+    "check_model_mpp",
     "get_model",
     "model_class_names",
+    "model_mpp_range",
     "register_model",
 ]
 
@@ -76,23 +79,30 @@ ModelBuilder = Callable[[ModelConfig, float], NucleusModel]
 
 _BUILDERS: dict[str, ModelBuilder] = {}
 _CLASS_NAMES: dict[str, tuple[str, ...]] = {}
+_MPP_RANGES: dict[str, tuple[float, float]] = {}
 _CACHE: dict[tuple[ModelConfig, float], NucleusModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def register_model(
-    name: str, class_names: tuple[str, ...] | None = None
+    name: str,
+    class_names: tuple[str, ...] | None = None,
+    mpp_range: tuple[float, float] | None = None,
 ) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering a model builder under ``name``.
 
     ``class_names`` (index = class id) are the classes the model predicts when built with
     ``ModelConfig.classes``; declared here so that callers need not build the model to know them.
+    ``mpp_range`` is the (finest, coarsest) working pixel size in µm/px the model is known to
+    work at; runs outside it warn.
     """
 
     def wrap(builder: ModelBuilder) -> ModelBuilder:
         _BUILDERS[name] = builder
         if class_names is not None:
             _CLASS_NAMES[name] = class_names
+        if mpp_range is not None:
+            _MPP_RANGES[name] = mpp_range
         return builder
 
     return wrap
@@ -120,6 +130,30 @@ def model_class_names(config: ModelConfig) -> tuple[str, ...] | None:
     """Class names of the model ``config`` builds (None without classes), without building it."""
     _load_builtin_models()
     return _CLASS_NAMES.get(config.name) if config.classes else None
+
+
+def model_mpp_range(config: ModelConfig) -> tuple[float, float] | None:
+    """(finest, coarsest) working µm/px the model supports, None when it declares none."""
+    _load_builtin_models()
+    return _MPP_RANGES.get(config.name)
+
+
+def check_model_mpp(config: ModelConfig, mpp: float) -> None:
+    """Warn when the working pixel size ``mpp`` (µm/px) lies outside the model's declared range."""
+    supported = model_mpp_range(config)
+    if supported is None:
+        return
+    lo, hi = supported
+    tolerance = 1e-3
+    if lo * (1 - tolerance) <= mpp <= hi * (1 + tolerance):
+        return
+    warnings.warn(
+        f"model {config.name!r}: working pixel size {mpp:.4g} µm/px is outside its supported "
+        f"{lo:g}-{hi:g} µm/px, so nuclei may be missed; "
+        f"pass --target-mpp between {lo:g} and {hi:g}",
+        PathoSamWarning,
+        stacklevel=3,
+    )
 
 
 def build_model(config: ModelConfig, mpp: float) -> NucleusModel:

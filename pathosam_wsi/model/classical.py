@@ -11,6 +11,9 @@ and the tool runs offline on any CPU:
    distance transform's h-maxima;
 4. per nucleus, the normalised distance to its centre and the normalised inverted distance to
    its boundary, as PathoSAM's decoder is trained to predict (torch-em PerObjectDistanceTransform).
+   Coarser than 0.55 µm/px, where a nucleus is only a few pixels wide and the watershed's fixed
+   1.6 px smoothing would erase those ramps, both maps are flat instead: 0 inside a nucleus, 1 in
+   background and where two nuclei touch. The model supports 0.25-1.0 µm/px (runs outside warn).
 
 Every step is local (bounded support or confined to one connected foreground component), so a
 nucleus that lies well inside a block gets exactly the maps it would get in the whole image.
@@ -74,6 +77,9 @@ class ClassicalModel:
         fg = 1.0 / (1.0 + np.exp(-(od - p.hematoxylin_od_thresh) / p.od_softness))
         fg = fg.astype(np.float32)
         nuclei = self._split_nuclei(fg > 0.5)
+        if self.mpp > RAMP_MAPS_MAX_MPP:
+            flat = _flat_core_map(nuclei)
+            return np.stack([fg, flat, flat.copy()])
         centre, boundary = _distance_maps(nuclei)
         return np.stack([fg, centre, boundary])
 
@@ -110,16 +116,53 @@ def _distance_maps(
     max_edt = np.asarray(ndi.maximum(edt, nuclei, index), np.float32)
     denom = np.maximum(max_edt, 1.0)[nuclei[fg] - 1]
     boundary[fg] = np.clip((max_edt[nuclei[fg] - 1] - edt[fg]) / denom, 0.0, 1.0)
-    # Centre = the nucleus's deepest interior point (first in raster order on ties).
-    flat = np.asarray(ndi.maximum_position(edt, nuclei, index))
     centres = np.zeros(nuclei.shape, bool)
-    centres[flat[:, 0], flat[:, 1]] = True
+    centres.ravel()[_first_maximum(edt, nuclei, max_edt)] = True
     dist = ndi.distance_transform_edt(~centres).astype(np.float32)
     max_dist = np.asarray(ndi.maximum(dist, nuclei, index), np.float32)
     centre[fg] = np.clip(dist[fg] / np.maximum(max_dist, 1.0)[nuclei[fg] - 1], 0.0, 1.0)
     return centre, boundary
 
 
-@register_model("classical")
+def _flat_core_map(nuclei: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+    """0 inside each nucleus, 1 in background and on pixels touching another nucleus.
+
+    Used for both distance maps at coarse resolution: the PathoSAM watershed smooths the maps by
+    a fixed 1.6 px, which wipes out the ramps of a nucleus only a few pixels wide; a flat core
+    survives that smoothing and the touching lines still split neighbours.
+    """
+    fg = nuclei > 0
+    touching = find_boundaries(nuclei, mode="inner", background=0) & ~find_boundaries(
+        fg, mode="inner"
+    )
+    out = np.ones(nuclei.shape, np.float32)
+    out[fg & ~touching] = 0.0
+    return out
+
+
+def _first_maximum(
+    edt: npt.NDArray[np.float32], nuclei: npt.NDArray[np.int32], max_edt: npt.NDArray[np.float32]
+) -> npt.NDArray[np.intp]:
+    """Flat index of each nucleus's deepest point, the first in raster order on ties.
+
+    ``scipy.ndimage.maximum_position`` does not promise which tied maximum it returns; raster
+    order does not change when a block is shifted, so the centre is the same in every block.
+    """
+    flat_labels = nuclei.ravel()
+    idx = np.flatnonzero(flat_labels)  # ascending = raster order
+    labels = flat_labels[idx]
+    at_max = edt.ravel()[idx] == max_edt[labels - 1]
+    idx, labels = idx[at_max], labels[at_max]
+    _, first = np.unique(labels, return_index=True)  # first occurrence of each label
+    return idx[first]
+
+
+RAMP_MAPS_MAX_MPP = 0.55
+"""Coarsest working µm/px with PathoSAM-like ramp maps; coarser tiles get flat-core maps."""
+SUPPORTED_MPP = (0.25, 1.0)
+"""Working pixel sizes (µm/px) at which the classical model keeps its nucleus counts."""
+
+
+@register_model("classical", mpp_range=SUPPORTED_MPP)
 def _build_classical(config: ModelConfig, mpp: float) -> ClassicalModel:
     return ClassicalModel(mpp)

@@ -25,9 +25,11 @@ from pathosam_wsi.distributed.executor import TaskExecutor, ThreadExecutor, make
 from pathosam_wsi.errors import OutputExistsError, PathoSamWarning
 from pathosam_wsi.export.omezarr import create_label_image
 from pathosam_wsi.export.runinfo import file_sha256, params_hash, versions, write_json_atomic
+from pathosam_wsi.model.base import check_model_mpp
 from pathosam_wsi.pipeline.plan import SlidePlan
 from pathosam_wsi.pipeline.results import BlockTimings, GlobalIds
 from pathosam_wsi.pipeline.run import SlideRunResult, run_slide_stages
+from pathosam_wsi.pipeline.slide_ids import check_slide_id, is_ours, remove_ours, write_marker
 from pathosam_wsi.slide.frame import plan_frame
 from pathosam_wsi.slide.open import SlideHandle
 from pathosam_wsi.slide.tissue import block_has_tissue, read_thumbnail, tissue_mask
@@ -101,16 +103,22 @@ def run_params_hash(slide_path: str | Path, config: RunConfig) -> str:
     return params_hash({"slide": str(Path(slide_path).resolve()), **config.output_params()})
 
 
-def _prepare_work_dir(work: Path, phash: str) -> None:
-    """Reuse a partial folder of the same parameters, else start it afresh."""
+def _prepare_work_dir(work: Path, phash: str, sid: str) -> None:
+    """Reuse a partial folder of the same parameters, else start it afresh (only if ours)."""
     marker = work / "params.json"
-    if work.exists():
-        same = marker.exists() and json.loads(marker.read_text()).get("params_hash") == phash
-        if same:
+    if work.is_dir() and not work.is_symlink():
+        try:
+            same = json.loads(marker.read_text()).get("params_hash") == phash
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if same:  # resuming never deletes; a folder of an older version gets its marker now
             log.info("resuming from %s", work)
+            if not is_ours(work, sid):
+                write_marker(work, sid)
             return
-        shutil.rmtree(work)
+    remove_ours(work, work.parent, sid)
     (work / "blocks").mkdir(parents=True)
+    write_marker(work, sid)
     write_json_atomic(marker, {"params_hash": phash})
 
 
@@ -124,10 +132,11 @@ def prepare_slide(
     """
     handle, sid, frame, grid = plan_slide(slide_path, out_dir, config, slide_id)
     work = Path(out_dir) / f"{sid}.partial"
-    _prepare_work_dir(work, run_params_hash(slide_path, config))
+    _prepare_work_dir(work, run_params_hash(slide_path, config), sid)
     block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, work)
     plan = SlidePlan(handle, sid, frame, grid, config, str(work), block_ids)
-    create_label_image(plan.labels_path, frame.wh_px, config.tiling.tile_px, frame.mpp, sid)
+    chunk_px = min(config.tiling.tile_px, max(frame.wh_px))  # never a chunk beyond the image
+    create_label_image(plan.labels_path, frame.wh_px, chunk_px, frame.mpp, sid)
     return plan, tissue_s
 
 
@@ -184,18 +193,23 @@ def segment_slide(
     """
     config = config or RunConfig()
     t_start = time.perf_counter()
-    sid = slide_id or slide_id_of(slide_path)
+    sid = check_slide_id(slide_id or slide_id_of(slide_path))
     final = Path(out_dir) / sid
-    if final.exists() and not overwrite:
+    if (final.exists() or final.is_symlink()) and not overwrite:
         raise OutputExistsError(
             f"{final}: output folder exists; pass --overwrite to replace it or choose another -o"
         )
+    if final.exists() or final.is_symlink():
+        remove_ours(final.with_name(final.name + ".old"), Path(out_dir), sid)
+        if not is_ours(final, sid):
+            remove_ours(final, Path(out_dir), sid)  # raises: not made by us for this slide
     own = executor is None
     runner = executor or make_executor(client, config.threads)
     try:
         plan, tissue_s = runner.call(
             "plan", prepare_slide, slide_path, out_dir, config, sid, priority=priority + 2
         )
+        check_model_mpp(config.model, plan.frame.mpp)
         facts_future = runner.start("hash", _input_facts, slide_path, priority=priority)
         if on_progress:
             on_progress("planned", len(plan.block_ids))
@@ -231,11 +245,14 @@ def segment_slide(
 def _publish(work: Path, final: Path) -> None:
     """Move the finished folder into place; an old one is removed only after the move."""
     old = final.with_name(final.name + ".old")
+    sid, out_dir = final.name, final.parent
     if final.exists():
+        remove_ours(old, out_dir, sid)
+        if not is_ours(final, sid):
+            remove_ours(final, out_dir, sid)  # raises: not made by us for this slide
         final.rename(old)
     work.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    remove_ours(old, out_dir, sid)
 
 
 def _run_info(

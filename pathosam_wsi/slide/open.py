@@ -109,6 +109,12 @@ class Slide:
             props = self._ts.properties
             self.level_dimensions = [tuple(d) for d in self._ts.level_dimensions]
             self.level_downsamples = [float(d) for d in self._ts.level_downsamples]
+        except NotImplementedError as err:
+            raise SlideReadError(
+                f"{self.path}: image series has more than one plane ({err}: a z-stack, time "
+                "series or multi-channel stack); expected one 2-D RGB image per level; export a "
+                "single focal plane as an RGB pyramidal TIFF"
+            ) from err
         except (tifffile.TiffFileError, ValueError, KeyError, IndexError, OSError) as err:
             raise SlideReadError(
                 f"{self.path}: cannot open as a slide ({type(err).__name__}: {err}); expected "

@@ -40,8 +40,9 @@ def read_thumbnail(slide: Slide, thumb_mpp: float) -> tuple[npt.NDArray[np.uint8
         if ds <= wanted and ds >= slide.level_downsamples[level]:
             level = i
     level_ds = slide.level_downsamples[level]
-    factor = max(1, int(wanted / level_ds))
     lw, lh = slide.level_dimensions[level]
+    # Never pool over more pixels than the level has (a tiny image gives a 1-px thumbnail).
+    factor = max(1, min(int(wanted / level_ds), lw, lh))
     tw, th = max(1, lw // factor), max(1, lh // factor)
     out = np.empty((th, tw, 3), np.uint8)
     # Windows of at most ~_WINDOW_PX level pixels (a multiple of ``factor`` on each side), so the

@@ -53,10 +53,11 @@ def test_cohort_on_cluster_with_corrupt_slide(
     bad = corrupt_copy(synthetic_slides[0], tmp_path / "bad.svs")
     manifest = write_manifest(tmp_path / "m.csv", synthetic_slides, bad)
     out = tmp_path / "out"
-    res = CliRunner().invoke(
-        main,
-        ["run", str(manifest), "-o", str(out), "--scheduler", client.scheduler.address, *TILE_ARGS],
-    )
+    args = ["run", str(manifest), "-o", str(out), "--scheduler", client.scheduler.address]
+    res = CliRunner().invoke(main, [*args, *TILE_ARGS])
+    assert res.exit_code == 2 and "--skip-bad" in res.output, res.output  # checked up front
+    assert not out.exists()
+    res = CliRunner().invoke(main, [*args, *TILE_ARGS, "--skip-bad"])
     assert res.exit_code == 3, res.output
     status = pd.read_parquet(out / "status.parquet").set_index("slide_id")
     assert status.loc["bad", "state"] == "failed"

@@ -112,6 +112,8 @@ def test_cli_table_and_json(tmp_path: Path, labels: npt.NDArray[np.int32]) -> No
 def test_cli_shape_mismatch_is_one_line_error(tmp_path: Path) -> None:
     np.save(tmp_path / "a.npy", np.zeros((4, 4), np.int32))
     np.save(tmp_path / "b.npy", np.zeros((4, 5), np.int32))
-    res = CliRunner().invoke(evaluate, [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")])
-    assert res.exit_code == 1
-    assert "differ in shape" in res.output
+    from pathosam_wsi.cli import main
+
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "a.npy"), str(tmp_path / "b.npy")])
+    assert res.exit_code == 2
+    assert res.stderr.startswith("error: label images differ in shape")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from pathosam_wsi.cli import main
 from pathosam_wsi.cli_models import models, resolve_weight_names
 
 
@@ -22,20 +23,22 @@ def test_list_shows_models_and_cache(tmp_path: Path, monkeypatch) -> None:
 
 def test_verify_reports_missing_and_mismatch(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATHOSAM_WSI_CACHE", str(tmp_path))
-    result = CliRunner().invoke(models, ["verify", "vit_b_histopathology"])
-    assert result.exit_code == 0
+    result = CliRunner().invoke(main, ["models", "verify", "vit_b_histopathology"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: models verify: 3 of 3")
     assert "vit_b_histopathology: missing" in result.output
     assert "vit_b_histopathology_semantic_segmentation_decoder: missing" in result.output
     (tmp_path / "vit_l_histopathology_decoder").write_bytes(b"not the real file")
     (tmp_path / "vit_l_histopathology_decoder.sha256").write_text("0" * 64 + "  x\n")
-    result = CliRunner().invoke(models, ["verify", "vit_l_histopathology_decoder"])
-    assert result.exit_code == 1
+    result = CliRunner().invoke(main, ["models", "verify", "vit_l_histopathology_decoder"])
+    assert result.exit_code == 2
     assert "mismatch" in result.output
 
 
 def test_unknown_names_rejected() -> None:
-    result = CliRunner().invoke(models, ["download", "vit_z"])
+    result = CliRunner().invoke(main, ["models", "download", "vit_z"])
     assert result.exit_code == 2
+    assert result.output.startswith("error: unknown name")
     assert "unknown name 'vit_z'" in result.output
     assert resolve_weight_names(("vit_l_histopathology", "vit_l_histopathology_decoder")) == [
         "vit_l_histopathology",
@@ -51,8 +54,9 @@ def test_download_failure_is_a_clean_error(tmp_path: Path, monkeypatch) -> None:
         "vit_b_histopathology_decoder", "http://127.0.0.1:9/none", "sha256:00", ""
     )
     monkeypatch.setitem(weights.REGISTRY, spec.name, spec)
-    result = CliRunner().invoke(models, ["download", "--quiet", spec.name])
-    assert result.exit_code == 1
+    result = CliRunner().invoke(main, ["models", "download", "--quiet", spec.name])
+    assert result.exit_code == 2
+    assert result.output.count("error:") == 1
     assert "and put it at" in result.output
 
 

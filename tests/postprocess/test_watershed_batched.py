@@ -72,7 +72,9 @@ def test_batched_equals_per_component_on_constant_and_border_cases() -> None:
             np.testing.assert_array_equal(got, want)
     empty = np.zeros((16, 16), bool)
     np.testing.assert_array_equal(
-        _watershed_per_component(np.zeros((16, 16), np.float32), np.zeros((16, 16), np.int32), empty),
+        _watershed_per_component(
+            np.zeros((16, 16), np.float32), np.zeros((16, 16), np.int32), empty
+        ),
         np.zeros((16, 16), np.uint32),
     )
 
@@ -91,9 +93,7 @@ def test_ais_watershed_on_dense_maps_equals_reference() -> None:
         )
         fg_mask = fg > 0.5
         seeds, _ = ndi.label((cd < 0.5) & (bd < 0.5) & fg_mask, structure=np.ones((3, 3), bool))
-        np.testing.assert_array_equal(
-            labels, reference_watershed_per_component(bd, seeds, fg_mask)
-        )
+        np.testing.assert_array_equal(labels, reference_watershed_per_component(bd, seeds, fg_mask))
 
 
 def test_this_scikit_image_keys_markers_by_value() -> None:

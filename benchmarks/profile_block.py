@@ -27,17 +27,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pathosam_wsi.config import RunConfig  # noqa: E402
-from pathosam_wsi.export.omezarr import create_label_image  # noqa: E402
-from pathosam_wsi.model.base import get_model  # noqa: E402
-from pathosam_wsi.pipeline.assemble import global_luts, paint_blocks, write_table  # noqa: E402
-from pathosam_wsi.pipeline.blocks import block_arrays  # noqa: E402
-from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file  # noqa: E402
-from pathosam_wsi.pipeline.segment import plan_slide  # noqa: E402
-from pathosam_wsi.postprocess.features import nucleus_features  # noqa: E402
-from pathosam_wsi.postprocess.polygons import label_rings  # noqa: E402
-from pathosam_wsi.postprocess.watershed import ais_watershed  # noqa: E402
-from pathosam_wsi.stitch.ownership import own_nuclei  # noqa: E402
+from pathosam_wsi.config import RunConfig
+from pathosam_wsi.export.omezarr import create_label_image
+from pathosam_wsi.model.base import get_model
+from pathosam_wsi.pipeline.assemble import global_luts, paint_blocks, write_table
+from pathosam_wsi.pipeline.blocks import block_arrays
+from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file
+from pathosam_wsi.pipeline.segment import plan_slide
+from pathosam_wsi.postprocess.features import nucleus_features
+from pathosam_wsi.postprocess.polygons import label_rings
+from pathosam_wsi.postprocess.watershed import ais_watershed
+from pathosam_wsi.stitch.ownership import own_nuclei
 
 log = logging.getLogger("profile_block")
 STAGES = ("read", "watershed", "ownership", "rings", "features", "write", "paint", "table")

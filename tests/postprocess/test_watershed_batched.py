@@ -35,7 +35,6 @@ def _random_case(
     rng: np.random.Generator, hw: tuple[int, int], levels: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
     """Blobby foreground, many seeds per blob, a boundary map quantised into plateaus."""
-    h, w = hw
     fg = ndi.gaussian_filter(rng.random(hw), rng.uniform(1.0, 4.0)) > rng.uniform(0.45, 0.52)
     bd = ndi.gaussian_filter(rng.random(hw), rng.uniform(0.5, 3.0))
     bd = (bd - bd.min()) / max(float(np.ptp(bd)), 1e-9)

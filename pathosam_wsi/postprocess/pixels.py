@@ -35,7 +35,7 @@ class LabelPixels:
     cols: npt.NDArray[np.intp]
 
     def subset(self, keep: npt.NDArray[np.bool_], ids: npt.NDArray[np.intp]) -> LabelPixels:
-        """The pixels where ``keep`` (m,) holds, relabelled with ``ids`` (m,) (raster order kept)."""
+        """The pixels where ``keep`` (m,) holds, relabelled with ``ids`` (m,); order kept."""
         return LabelPixels(self.index[keep], ids[keep], self.rows[keep], self.cols[keep])
 
     def sums(

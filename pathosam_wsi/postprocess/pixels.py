@@ -39,7 +39,7 @@ class LabelPixels:
         return LabelPixels(self.index[keep], ids[keep], self.rows[keep], self.cols[keep])
 
     def sums(
-        self, n: int, weights: npt.NDArray[np.floating] | None = None
+        self, n: int, weights: npt.NDArray[np.number] | None = None
     ) -> npt.NDArray[np.float64]:
         """(n,) per-label sums of ``weights`` (m,) (pixel counts when omitted), labels 1..n."""
         return np.bincount(self.ids, weights=weights, minlength=n + 1)[1:].astype(np.float64)

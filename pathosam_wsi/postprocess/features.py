@@ -2,7 +2,8 @@
 
 Shape features come from second-order image moments accumulated with ``np.bincount`` (the same
 definitions as ``skimage.measure.regionprops``: axis lengths are 4 sqrt(eigenvalue) of the pixel
-coordinate covariance); solidity is the outline polygon's area over its convex hull's area; colour
+coordinate covariance); solidity is the outline polygon's area over its convex hull's area (exact
+integer arithmetic on the half-pixel vertices, equal to GEOS's areas); colour
 features are means over the nucleus pixels, haematoxylin optical density from
 ``skimage.color.rgb2hed`` (Ruifrok & Johnston colour deconvolution).
 """
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-import shapely
 from skimage.color.colorconv import hed_from_rgb
 from skimage.util import img_as_float
 
 from pathosam_wsi.errors import ConfigError
+from pathosam_wsi.postprocess.hull import ring_solidity
 from pathosam_wsi.postprocess.pixels import LabelPixels, label_pixels
 from pathosam_wsi.postprocess.polygons import label_rings
 
@@ -70,14 +71,9 @@ def _moment_features(px: LabelPixels, n: int) -> dict[str, npt.NDArray[np.float6
 
 
 def _solidity(rings: Rings, n: int) -> npt.NDArray[np.float64]:
-    """Polygon area / convex hull area of each outline ring."""
+    """Polygon area / convex hull area of each outline ring (exact; ``hull.ring_solidity``)."""
     ring_xy, offsets = rings
-    if n == 0:
-        return np.zeros(0)
-    indices = np.repeat(np.arange(n), np.diff(offsets))
-    polys = shapely.polygons(shapely.linearrings(ring_xy, indices=indices))
-    hull = shapely.area(shapely.convex_hull(polys))
-    return np.divide(shapely.area(polys), hull, out=np.ones(n), where=hull > 0)
+    return ring_solidity(ring_xy, offsets, n)
 
 
 def nucleus_features(

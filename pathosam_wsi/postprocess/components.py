@@ -59,11 +59,16 @@ def markers_keyed_by_value() -> bool:
 def _tied_components(
     comp_px: npt.NDArray[np.intp], value_px: npt.NDArray[np.floating]
 ) -> npt.NDArray[np.intp]:
-    """Components (ids) in which two marker pixels have the same value."""
-    order = np.lexsort((value_px, comp_px))
-    c, v = comp_px[order], value_px[order]
-    dup = (c[1:] == c[:-1]) & (v[1:] == v[:-1])
-    return np.unique(c[1:][dup])
+    """Components (ids) in which two marker pixels have the same value.
+
+    Values equal as floats are equal as float32 (a wider input may merge a few more: harmless,
+    those components just get their own call) and, with -0.0 folded into +0.0 as ``==`` does,
+    have equal bit patterns, so one sort of (component, bits) keys finds every tie.
+    """
+    bits = (value_px.astype(np.float32) + np.float32(0.0)).view(np.uint32).astype(np.int64)
+    keys = np.sort((comp_px.astype(np.int64) << 32) | bits)
+    dup = keys[1:] == keys[:-1]
+    return np.unique(keys[1:][dup] >> 32).astype(np.intp)
 
 
 def component_plan(

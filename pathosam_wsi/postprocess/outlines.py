@@ -59,21 +59,32 @@ _FIRST_BIT = np.array([1, 4, 1, 2], np.uint8)
 def _square_labels(
     padded: npt.NDArray[np.uint32],
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint32], npt.NDArray[np.uint8]]:
-    """(square index, label, case) of each label of each mixed square, squares in raster order."""
-    ul, ur = padded[:-1, :-1], padded[:-1, 1:]
-    ll, lr = padded[1:, :-1], padded[1:, 1:]
-    square = np.flatnonzero(((ul != ur) | (ul != ll) | (ul != lr)).ravel())
-    corners = np.stack([c.ravel()[square] for c in (ul, ur, ll, lr)], axis=1)  # (S, 4)
-    valid = corners > 0
-    for j in range(1, 4):  # each label once per square
-        valid[:, j] &= (corners[:, :j] != corners[:, j : j + 1]).all(axis=1)
-    bits = np.array([1, 2, 4, 8], np.uint8)
-    case = np.zeros(corners.shape, np.uint8)
-    for j in range(4):
-        case |= (corners == corners[:, j : j + 1]) * bits[j]
+    """(square index, label, case) of each label of each mixed square, squares in raster order.
+
+    Square s = r0 * wp + c0 has corners s, s + 1, s + wp, s + wp + 1 of the flat padded image
+    (contiguous slices compare fast); squares with c0 = wp - 1 wrap around but lie on the zero
+    border, so they are never mixed.
+    """
+    wp = padded.shape[1]
+    flat = padded.ravel()
+    ul, ur, ll, lr = flat[: -wp - 1], flat[1:-wp], flat[wp:-1], flat[wp + 1 :]
+    mixed = ul != ur
+    mixed |= ul != ll
+    mixed |= ul != lr
+    square = np.flatnonzero(mixed)
+    cols = [ul[square], ur[square], ll[square], lr[square]]  # corner labels, (S,) each
+    valid = np.empty((square.size, 4), bool)
+    case = np.zeros((square.size, 4), np.uint8)
+    for k, ck in enumerate(cols):
+        v = ck > 0
+        for j in range(k):  # each label once per square
+            v &= ck != cols[j]
+        valid[:, k] = v
+        for j, cj in enumerate(cols):
+            case[:, k] |= (cj == ck).view(np.uint8) << j
     # case[s, k] above is for the label of corner k: bit j set when corner j has that label.
     which = np.flatnonzero(valid)  # square-major: emission order within each label
-    return square[which // 4], corners.ravel()[which], case.ravel()[which]
+    return square[which // 4], np.stack(cols, axis=1).ravel()[which], case.ravel()[which]
 
 
 def _segments(
@@ -86,7 +97,7 @@ def _segments(
     which = np.flatnonzero(fe.ravel() >= 0)
     entry = which // 2
     fe, te = fe.ravel()[which].astype(np.intp), te.ravel()[which].astype(np.intp)
-    r0, c0 = np.divmod(square[entry], wp - 1)
+    r0, c0 = np.divmod(square[entry], wp)
     base = 2 * (r0 * wp + c0)
     off = np.array([0, 2 * wp, 1, 3], np.intp)
     case = case[entry]

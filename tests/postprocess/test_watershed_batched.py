@@ -60,10 +60,12 @@ def test_batched_equals_per_component_on_random_blocks(levels: int) -> None:
 
 def test_batched_equals_per_component_on_constant_and_border_cases() -> None:
     rng = np.random.default_rng(7)
-    for fill in (0.0, 1.0):
+    for fill in (0.0, 1.0, -0.0):
         for _ in range(20):
             hw = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
             bd = np.full(hw, fill, np.float32)  # one plateau: every marker value ties
+            if fill == 0.0:  # +0.0 and -0.0 compare equal: a tie the batching must see
+                bd[rng.random(hw) < 0.5] = -0.0
             fg = rng.random(hw) < 0.8
             seeds, _ = ndi.label(fg & (rng.random(hw) < 0.1), structure=np.ones((3, 3), bool))
             got = _watershed_per_component(bd, seeds.astype(np.int32), fg)

@@ -15,6 +15,7 @@ from pathosam_wsi.export.omezarr import open_levels, write_core
 from pathosam_wsi.pipeline.plan import SlidePlan, block_file
 from pathosam_wsi.postprocess.features import FEATURE_COLUMNS
 from pathosam_wsi.stitch.ids import assign_global_ids
+from pathosam_wsi.stitch.packing import unpack_array, unpack_arrays
 from pathosam_wsi.stitch.paint import OwnedTile, paint_core
 
 __all__ = ["blocks_to_paint", "global_luts", "paint_blocks", "write_table"]
@@ -47,7 +48,7 @@ def paint_blocks(plan: SlidePlan, block_ids: Sequence[int], luts: Luts) -> int:
     @lru_cache(maxsize=16)
     def tile_labels(b: int) -> npt.NDArray[np.uint32]:
         with np.load(block_file(plan, b)) as data:
-            return data["labels"]
+            return unpack_array(data, "labels")
 
     painted = 0
     for b in block_ids:
@@ -67,7 +68,7 @@ def _block_columns(
     plan: SlidePlan, b: int, lut: npt.NDArray[np.uint32], class_names: Sequence[str] | None
 ) -> dict[str, object]:
     with np.load(block_file(plan, b)) as data:
-        d = {k: data[k] for k in data.files if k != "labels"}
+        d = unpack_arrays(data, exclude=("labels",))
     mpp_l0, mpp = plan.frame.mpp_l0, plan.frame.mpp
     cols: dict[str, object] = {
         "nucleus_id": lut[1:].astype(np.int64),

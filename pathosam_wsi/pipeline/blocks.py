@@ -35,39 +35,23 @@ def block_arrays(
 
     ``tile`` is the block's outer box, (h, w, 3) uint8, YXC, working px (for colour features).
     """
-    t0 = time.perf_counter()
-    labels = ais_watershed(output.ais, plan.config.watershed)
-    t1 = time.perf_counter()
-    owned = own_nuclei(labels, block, plan.frame.wh_px)
-    n = owned.count
-    ds, mpp_l0 = plan.frame.downsample, plan.frame.mpp_l0
-    ox, oy = block.outer_px[0], block.outer_px[1]
-    ring_xy, offsets = label_rings(owned.labels, n)
-    ring_l0 = (ring_xy + np.array([ox, oy])) * ds
-    seg = np.diff(ring_l0, axis=0)
-    seg_len = np.hypot(seg[:, 0], seg[:, 1]) if len(seg) else np.zeros(0)
-    cum = np.concatenate([[0.0], np.cumsum(seg_len)])
-    perimeter_l0 = cum[offsets[1:] - 1] - cum[offsets[:-1]] if n else np.zeros(0)
-    centroid_yx_l0 = (owned.sum_yx_px / np.maximum(owned.area_px, 1)[:, None] + 0.5) * ds
-    arrays: dict[str, npt.NDArray[Any]] = {
-        "labels": owned.labels,
-        "key": owned.key,
-        "area_px": owned.area_px,
-        "centroid_x_l0": centroid_yx_l0[:, 1],
-        "centroid_y_l0": centroid_yx_l0[:, 0],
-        "perimeter_um": perimeter_l0 * mpp_l0,
-        "fg_prob_mean": label_means(output.ais[0], owned.labels, n).astype(np.float32),
-        "at_halo_edge": owned.at_halo_edge,
-        "ring_xy_l0": ring_l0,
-        "ring_offsets": offsets,
-    }
-    arrays.update(nucleus_features(owned.labels, tile, n, plan.frame.mpp, rings=(ring_xy, offsets)))
-    if output.semantic is not None:
-        arrays["class_id"], arrays["class_prob"] = semantic_classes(
-            output.semantic, owned.labels, n
-        )
-    t2 = time.perf_counter()
-    return arrays, {"watershed_s": t1 - t0, "stitch_s": t2 - t1}
+    # Imported here: the module's import block belongs to the pipeline restructuring.
+    from pathosam_wsi.postprocess.block import postprocess_block
+
+    timing: dict[str, float] = {}
+    arrays = postprocess_block(
+        output.ais,
+        output.semantic,
+        tile,
+        block,
+        plan.frame.wh_px,
+        plan.frame.downsample,
+        plan.frame.mpp_l0,
+        plan.frame.mpp,
+        plan.config.watershed,
+        timing,
+    )
+    return arrays, timing
 
 
 def run_shard(plan: SlidePlan, block_ids: Sequence[int]) -> list[BlockSummary]:

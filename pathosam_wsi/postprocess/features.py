@@ -2,7 +2,8 @@
 
 Shape features come from second-order image moments accumulated with ``np.bincount`` (the same
 definitions as ``skimage.measure.regionprops``: axis lengths are 4 sqrt(eigenvalue) of the pixel
-coordinate covariance); solidity is the outline polygon's area over its convex hull's area; colour
+coordinate covariance); solidity is the outline polygon's area over its convex hull's area (exact
+integer arithmetic on the half-pixel vertices, equal to GEOS's areas); colour
 features are means over the nucleus pixels, haematoxylin optical density from
 ``skimage.color.rgb2hed`` (Ruifrok & Johnston colour deconvolution).
 """
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-import shapely
-from skimage.color import rgb2hed
+from skimage.color.colorconv import hed_from_rgb
+from skimage.util import img_as_float
 
 from pathosam_wsi.errors import ConfigError
+from pathosam_wsi.postprocess.hull import ring_solidity
+from pathosam_wsi.postprocess.pixels import LabelPixels, label_pixels
 from pathosam_wsi.postprocess.polygons import label_rings
 
-__all__ = ["FEATURE_COLUMNS", "nucleus_features"]
+__all__ = ["FEATURE_COLUMNS", "features_from_pixels", "nucleus_features"]
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "equivalent_diameter_um",
@@ -35,15 +38,17 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 
 Rings = tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]
 
+# rgb2hed's per-channel optical density, log(max(v / 255, 1e-6)) / log(1e-6), for v = 0..255.
+_OD_LUT = np.log(np.maximum(img_as_float(np.arange(256, dtype=np.uint8)), 1e-6)) / np.log(1e-6)
 
-def _moment_features(
-    ids: npt.NDArray[np.intp], rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp], n: int
-) -> dict[str, npt.NDArray[np.float64]]:
+
+def _moment_features(px: LabelPixels, n: int) -> dict[str, npt.NDArray[np.float64]]:
     """Axes (px), eccentricity and orientation (deg) from per-label pixel coordinate moments."""
 
     def total(w: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
-        return np.bincount(ids, weights=w, minlength=n + 1)[1:].astype(np.float64)
+        return px.sums(n, w)
 
+    rows, cols = px.rows, px.cols
     area = np.maximum(total(), 1.0)
     x, y = cols.astype(np.float64), rows.astype(np.float64)
     mx, my = total(x) / area, total(y) / area
@@ -66,14 +71,9 @@ def _moment_features(
 
 
 def _solidity(rings: Rings, n: int) -> npt.NDArray[np.float64]:
-    """Polygon area / convex hull area of each outline ring."""
+    """Polygon area / convex hull area of each outline ring (exact; ``hull.ring_solidity``)."""
     ring_xy, offsets = rings
-    if n == 0:
-        return np.zeros(0)
-    indices = np.repeat(np.arange(n), np.diff(offsets))
-    polys = shapely.polygons(shapely.linearrings(ring_xy, indices=indices))
-    hull = shapely.area(shapely.convex_hull(polys))
-    return np.divide(shapely.area(polys), hull, out=np.ones(n), where=hull > 0)
+    return ring_solidity(ring_xy, offsets, n)
 
 
 def nucleus_features(
@@ -115,23 +115,37 @@ def nucleus_features(
         raise ConfigError(
             f"rgb shape {rgb.shape} does not match labels {labels.shape}; expected (h, w, 3)"
         )
-    flat = labels.ravel()
-    where = np.flatnonzero(flat)
-    ids = flat[where].astype(np.intp)
-    rows, cols = np.divmod(where, labels.shape[1])
-    area = np.maximum(np.bincount(ids, minlength=n + 1)[1:], 1).astype(np.float64)
-    mom = _moment_features(ids, rows, cols, n)
-    pixels = rgb.reshape(-1, 3)[where]
-    hem = rgb2hed(rgb).reshape(-1, 3)[where, 0] if where.size else np.zeros(0)
+    rings = rings if rings is not None else label_rings(labels, n)
+    return features_from_pixels(label_pixels(labels), rgb, n, mpp, rings)
+
+
+def _hematoxylin_od(rgb_px: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """Haematoxylin OD of (m, 3) uint8 pixels, bit for bit ``rgb2hed(tile)[..., 0]`` there.
+
+    ``rgb2hed`` is ``max(log(max(rgb / 255, 1e-6)) / log(1e-6) @ hed_from_rgb, 0)``: the log part
+    depends on one channel value only (a 256-entry table, the same elementwise operations), and
+    the (m, 3) @ (3, 3) product is the one rgb2hed makes (checked on all 2^24 colours).
+    """
+    return np.maximum(_OD_LUT[rgb_px] @ hed_from_rgb, 0)[:, 0]
+
+
+def features_from_pixels(
+    px: LabelPixels, rgb: npt.NDArray[np.uint8], n: int, mpp: float, rings: Rings
+) -> dict[str, npt.NDArray[np.float32]]:
+    """``nucleus_features`` from the labels' pixel lists (raster order) and outline rings."""
+    area = np.maximum(px.sums(n), 1.0)
+    mom = _moment_features(px, n)
+    pixels = rgb.reshape(-1, 3)[px.index]
+    hem = _hematoxylin_od(pixels) if px.index.size else np.zeros(0)
     out = {
         "equivalent_diameter_um": np.sqrt(4 * area / np.pi) * mpp,
         "major_axis_um": mom["major"] * mpp,
         "minor_axis_um": mom["minor"] * mpp,
         "eccentricity": mom["eccentricity"],
         "orientation_deg": mom["orientation_deg"],
-        "solidity": _solidity(rings if rings is not None else label_rings(labels, n), n),
-        "hematoxylin_od_mean": np.bincount(ids, weights=hem, minlength=n + 1)[1:] / area,
+        "solidity": _solidity(rings, n),
+        "hematoxylin_od_mean": px.sums(n, hem) / area,
     }
     for c, name in enumerate(("mean_r", "mean_g", "mean_b")):
-        out[name] = np.bincount(ids, weights=pixels[:, c], minlength=n + 1)[1:] / area
+        out[name] = px.sums(n, pixels[:, c]) / area
     return {k: out[k].astype(np.float32) for k in FEATURE_COLUMNS}

@@ -5,16 +5,28 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["label_means", "semantic_classes"]
+from pathosam_wsi.postprocess.pixels import LabelPixels, label_pixels
+
+__all__ = ["label_means", "pixel_means", "semantic_classes", "semantic_classes_of_pixels"]
 
 
 def label_means(
     values: npt.NDArray[np.floating], labels: npt.NDArray[np.uint32], n: int
 ) -> npt.NDArray[np.float64]:
     """Mean of ``values`` (h, w) over each label 1..n of ``labels`` (h, w) -> (n,)."""
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=n + 1)[1:]
-    sums = np.bincount(flat, weights=values.ravel().astype(np.float64), minlength=n + 1)[1:]
+    return pixel_means(values, label_pixels(labels), n)
+
+
+def pixel_means(
+    values: npt.NDArray[np.floating], px: LabelPixels, n: int
+) -> npt.NDArray[np.float64]:
+    """Mean of ``values`` (h, w) over each label 1..n of the pixel lists ``px`` -> (n,).
+
+    Sums run over the labelled pixels in raster order, as over the whole image: bit-identical.
+    """
+    counts = np.bincount(px.ids, minlength=n + 1)[1:]
+    weights = values.ravel()[px.index].astype(np.float64)
+    sums = np.bincount(px.ids, weights=weights, minlength=n + 1)[1:]
     return sums / np.maximum(counts, 1)
 
 
@@ -37,7 +49,14 @@ def semantic_classes(
     class_prob : (n,) float32
         That average probability.
     """
-    means = np.stack([label_means(semantic[c], labels, n) for c in range(1, semantic.shape[0])])
+    return semantic_classes_of_pixels(semantic, label_pixels(labels), n)
+
+
+def semantic_classes_of_pixels(
+    semantic: npt.NDArray[np.float32], px: LabelPixels, n: int
+) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.float32]]:
+    """``semantic_classes`` from the labels' pixel lists."""
+    means = np.stack([pixel_means(semantic[c], px, n) for c in range(1, semantic.shape[0])])
     best = np.argmax(means, axis=0)
     prob = means[best, np.arange(n)] if n else np.zeros(0)
     return (best + 1).astype(np.int16), prob.astype(np.float32)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pathosam_wsi.postprocess.pixels import LabelPixels, label_pixels
 from pathosam_wsi.tiling.grid import Block
 
-__all__ = ["OwnedNuclei", "own_nuclei"]
+__all__ = ["OwnedNuclei", "own_nuclei", "own_nuclei_pixels"]
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,24 @@ def own_nuclei(
     image_wh_px : tuple of int
         (width, height) of the working frame, for keys and image-edge tests.
     """
+    return own_nuclei_pixels(labels, block, image_wh_px)[0]
+
+
+def own_nuclei_pixels(
+    labels: npt.NDArray[np.uint32], block: Block, image_wh_px: tuple[int, int]
+) -> tuple[OwnedNuclei, LabelPixels]:
+    """``own_nuclei`` plus the owned nuclei's pixels (local ids), for the measurements.
+
+    Parameters and the first result as ``own_nuclei``; only labelled pixels are visited.
+    """
     if labels.shape != block.outer_hw:
         raise ValueError(f"labels shape {labels.shape} != outer box {block.outer_hw}")
     ox, oy = block.outer_px[0], block.outer_px[1]
-    flat = labels.ravel()
-    n = int(flat.max()) if flat.size else 0
-    area = np.bincount(flat, minlength=n + 1).astype(np.int64)
-    rows, cols = np.divmod(np.arange(flat.size, dtype=np.int64), labels.shape[1])
-    sum_y = np.bincount(flat, weights=rows, minlength=n + 1).astype(np.int64) + oy * area
-    sum_x = np.bincount(flat, weights=cols, minlength=n + 1).astype(np.int64) + ox * area
+    px = label_pixels(labels)
+    n = int(px.ids.max()) if px.ids.size else 0
+    area = np.bincount(px.ids, minlength=n + 1).astype(np.int64)
+    sum_y = np.bincount(px.ids, weights=px.rows, minlength=n + 1).astype(np.int64) + oy * area
+    sum_x = np.bincount(px.ids, weights=px.cols, minlength=n + 1).astype(np.int64) + ox * area
     cx0, cy0, cx1, cy1 = block.core_px
     # centroid c = sum / area + 0.5 lies in [c0, c1)  <=>  2 c0 a <= 2 sum + a < 2 c1 a
     two_y, two_x = 2 * sum_y + area, 2 * sum_x + area
@@ -102,21 +112,25 @@ def own_nuclei(
     )
     owned[0] = False
     ids = np.flatnonzero(owned)
-    _, first = np.unique(flat, return_index=True)
-    first_of = np.zeros(n + 1, np.int64)
-    first_of[np.unique(flat)] = first
+    first_of = np.full(n + 1, labels.size, np.intp)
+    np.minimum.at(first_of, px.ids, px.index)
     # Renumber in raster order of first pixel so local ids are tiling-independent in order.
     ids = ids[np.argsort(first_of[ids], kind="stable")]
     lut = np.zeros(n + 1, np.uint32)
     lut[ids] = np.arange(1, ids.size + 1, dtype=np.uint32)
-    fy, fx = np.divmod(first_of[ids], labels.shape[1])
+    fy, fx = np.divmod(first_of[ids].astype(np.int64), labels.shape[1])
     key = (fy + oy) * image_wh_px[0] + (fx + ox)
     edge = np.zeros(n + 1, bool)
     edge[_edge_labels(labels, block, image_wh_px)] = True
-    return OwnedNuclei(
-        labels=lut[labels],
+    local = lut[px.ids]
+    mine = px.subset(local > 0, local.astype(np.intp))
+    out = np.zeros(labels.shape, np.uint32)
+    out.ravel()[mine.index] = mine.ids
+    nuclei = OwnedNuclei(
+        labels=out,
         key=key.astype(np.int64),
         area_px=area[ids],
         sum_yx_px=np.stack([sum_y[ids], sum_x[ids]], axis=1),
         at_halo_edge=edge[ids],
     )
+    return nuclei, mine

@@ -18,11 +18,6 @@ from pathosam_wsi.model.base import ModelOutput
 from pathosam_wsi.model.loop import loop_for
 from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file
 from pathosam_wsi.pipeline.results import BlockSummary, BlockTimings
-from pathosam_wsi.postprocess.features import nucleus_features
-from pathosam_wsi.postprocess.measure import label_means, semantic_classes
-from pathosam_wsi.postprocess.polygons import label_rings
-from pathosam_wsi.postprocess.watershed import ais_watershed
-from pathosam_wsi.stitch.ownership import own_nuclei
 from pathosam_wsi.tiling.grid import Block
 
 __all__ = ["block_arrays", "run_shard"]

@@ -33,6 +33,7 @@ __all__ = [
     "SAM_PIXEL_MEAN",
     "SAM_PIXEL_STD",
     "PreparedBatch",
+    "check_tile",
     "minmax_stretch",
     "normalize_and_pad",
     "pil_bilinear_coefficients",
@@ -51,7 +52,8 @@ SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 INTENSITY_MODES = ("none", "per_tile_minmax")
 
 
-def _check_tile(tile: npt.NDArray[np.uint8]) -> None:
+def check_tile(tile: npt.NDArray[np.uint8]) -> None:
+    """Raise ConfigError unless ``tile`` is a non-empty (H, W, 3) uint8 array."""
     if tile.ndim != 3 or tile.shape[2] != 3 or tile.dtype != np.uint8:
         raise ConfigError(
             f"a tile must be (H, W, 3) uint8, got shape {tile.shape} dtype {tile.dtype}; "
@@ -75,7 +77,7 @@ def minmax_stretch(tile: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     -------
     (H, W, 3) uint8, YXC
     """
-    _check_tile(tile)
+    check_tile(tile)
     x = tile.astype(np.float32)
     x -= x.min(axis=(0, 1), keepdims=True)
     x /= x.max(axis=(0, 1), keepdims=True) + np.float32(1e-7)
@@ -105,7 +107,7 @@ def resize_longest_side(
     -------
     (h', w', 3) uint8, YXC, with ``(h', w') = resized_shape(H, W, target_px)``
     """
-    _check_tile(tile)
+    check_tile(tile)
     new_h, new_w = resized_shape(tile.shape[0], tile.shape[1], target_px)
     if (new_h, new_w) == tile.shape[:2]:
         return tile
@@ -156,7 +158,7 @@ def preprocess_tile(
     """
     if intensity not in INTENSITY_MODES:
         raise ConfigError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
-    _check_tile(tile)
+    check_tile(tile)
     if intensity == "per_tile_minmax":
         tile = minmax_stretch(tile)
     resized = resize_longest_side(tile, target_px)
@@ -206,11 +208,12 @@ def preprocess_tiles(
 def postprocess_maps(
     maps: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
 ) -> torch.Tensor:
-    """Decoder maps of one tile back to the tile's size (torch-em ``postprocess_masks``).
+    """Decoder maps back to the tile's size (torch-em ``postprocess_masks``).
 
     Parameters
     ----------
-    maps : (C, T, T) float tensor, CYX, padded model frame
+    maps : (C, T, T) or (B, C, T, T) float tensor, CYX / BCYX, padded model frame
+        One tile, or several tiles that share ``input_size`` and ``original_size``.
     input_size : (h', w')
         Resized size inside the padding.
     original_size : (H, W)
@@ -218,16 +221,16 @@ def postprocess_maps(
 
     Returns
     -------
-    (C, H, W) tensor, CYX, tile pixels, same dtype as ``maps``
+    (C, H, W) or (B, C, H, W) tensor, tile pixels, same dtype and device as ``maps``
     """
     target_px = maps.shape[-1]
-    x = maps[None]  # (1, C, T, T)
+    x = maps[None] if maps.ndim == 3 else maps  # (B, C, T, T)
     # First step of the reference: resize to the encoder input size (an identity for SAM 1024).
     x = F.interpolate(x, (target_px, target_px), mode="bilinear", align_corners=False)
     x = x[..., : input_size[0], : input_size[1]]
     if tuple(x.shape[-2:]) != tuple(original_size):
         x = F.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
-    return x[0]
+    return x[0] if maps.ndim == 3 else x
 
 
 _PIL_PRECISION_BITS = 32 - 8 - 2

@@ -273,7 +273,9 @@ def pil_bilinear_coefficients(
     for k in range(ksize):  # sequential sum, as the C loop
         ww += w[:, k]
     w = np.divide(w, ww[:, None], out=w, where=ww[:, None] != 0.0)
-    fixed = np.where(w < 0, -0.5 + w * (1 << _PIL_PRECISION_BITS), 0.5 + w * (1 << _PIL_PRECISION_BITS))
+    fixed = np.where(
+        w < 0, -0.5 + w * (1 << _PIL_PRECISION_BITS), 0.5 + w * (1 << _PIL_PRECISION_BITS)
+    )
     index = np.where(valid, taps[None, :] + xmin[:, None], xmin[:, None])
     return index.astype(np.int64), np.trunc(fixed).astype(np.int32)
 

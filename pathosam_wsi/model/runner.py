@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,8 +208,7 @@ class InferenceRunner:
         self.stats = RunnerStats()
         self.encoder = encoder.to(self.device).eval()
         self.decoders = {
-            role: d.to(self.device).set_channels_last(channels_last)
-            for role, d in decoders.items()
+            role: d.to(self.device).set_channels_last(channels_last) for role, d in decoders.items()
         }
         if self.device.type == "cpu" and precision in ("bf16", "fp16") and cpu_has_amx() is False:
             # Measured (benchmarks/bench_model_cpu.py, benchmarks/README.md): without AMX the

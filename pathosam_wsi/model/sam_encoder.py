@@ -157,8 +157,12 @@ _MASK_ALIGN_ELEMENTS = 16
 
 
 def rel_pos_bias(
-    q: torch.Tensor, rel_h_table: torch.Tensor, rel_w_table: torch.Tensor, hw: tuple[int, int],
-    *, align: int = 1,
+    q: torch.Tensor,
+    rel_h_table: torch.Tensor,
+    rel_w_table: torch.Tensor,
+    hw: tuple[int, int],
+    *,
+    align: int = 1,
 ) -> torch.Tensor:
     """SAM's decomposed relative-position term as an additive attention mask, in ``q.dtype``.
 
@@ -188,9 +192,7 @@ def rel_pos_bias(
     row = -(-tokens // align) * align
     buffer = torch.empty((batch, heads, tokens, row), dtype=rel_h.dtype, device=q.device)
     bias = buffer[..., :tokens]  # (B, heads, h*w, h*w), row stride ``row``
-    torch.add(
-        rel_h[..., :, None], rel_w[..., None, :], out=bias.view(batch, heads, h, w, h, w)
-    )
+    torch.add(rel_h[..., :, None], rel_w[..., None, :], out=bias.view(batch, heads, h, w, h, w))
     return bias.to(dtype)
 
 

@@ -48,13 +48,14 @@ __all__ = [
     "cpu_has_amx",
     "estimate_tile_bytes",
     "resolve_device",
+    "tf32_math",
 ]
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS: dict[str, torch.dtype | None] = {
     "fp32": None,
-    "tf32": None,  # fp32 storage; TF32 tensor-core matmuls/convolutions on CUDA (see _tf32)
+    "tf32": None,  # fp32 storage; TF32 tensor-core matmuls/convolutions on CUDA (see tf32_math)
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
 }
@@ -129,7 +130,7 @@ class RunnerStats:
 
 
 @contextmanager
-def _tf32(enabled: bool) -> Iterator[None]:
+def tf32_math(enabled: bool) -> Iterator[None]:
     """TF32 matmuls and cuDNN convolutions for the block; the previous flags come back after."""
     if not enabled:
         yield
@@ -239,7 +240,7 @@ class InferenceRunner:
         dtype = PRECISIONS[self.precision]
         if dtype is not None:
             return torch.autocast(self.device.type, dtype=dtype)
-        return _tf32(self.precision == "tf32" and self.device.type == "cuda")
+        return tf32_math(self.precision == "tf32" and self.device.type == "cuda")
 
     def _forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encoder once, every decoder on its embeddings; maps as float32 (B, C, T, T)."""

@@ -280,17 +280,26 @@ def pil_bilinear_coefficients(
     return index.astype(np.int64), np.trunc(fixed).astype(np.int32)
 
 
+@lru_cache(maxsize=256)
+def _device_coefficients(
+    in_size: int, out_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pil_bilinear_coefficients` as device tensors, copied once per device (the copy of a
+    pageable host array would otherwise wait for the device's queued work on every call)."""
+    index, weight = pil_bilinear_coefficients(in_size, out_size)
+    return torch.from_numpy(index).to(device), torch.from_numpy(weight).to(device)
+
+
 def _resample_axis(x: torch.Tensor, dim: int, out_size: int) -> torch.Tensor:
     """One Pillow pass along ``dim`` of an int32 tensor of uint8 values; int32 out, 0..255."""
-    index_np, weight_np = pil_bilinear_coefficients(x.shape[dim], out_size)
-    index = torch.from_numpy(index_np).to(x.device)
-    weight = torch.from_numpy(weight_np).to(x.device)
+    index, weight = _device_coefficients(int(x.shape[dim]), out_size, x.device)
     shape = [1] * x.ndim
     shape[dim] = out_size
     # int32 is exact: |sum| <= 255 * (2**22 + K) + 2**21 < 2**31
-    acc = torch.full((), 1 << (_PIL_PRECISION_BITS - 1), dtype=torch.int32, device=x.device)
-    for k in range(index.shape[1]):
-        acc = acc + x.index_select(dim, index[:, k]) * weight[:, k].view(shape)
+    acc = x.index_select(dim, index[:, 0]) * weight[:, 0].view(shape)
+    acc += 1 << (_PIL_PRECISION_BITS - 1)
+    for k in range(1, index.shape[1]):
+        acc += x.index_select(dim, index[:, k]) * weight[:, k].view(shape)
     return torch.clamp(acc >> _PIL_PRECISION_BITS, 0, 255)
 
 
@@ -322,6 +331,14 @@ def resize_bilinear_like_pil(images: torch.Tensor, size: tuple[int, int]) -> tor
         if x.shape[dim] != out_size:
             x = _resample_axis(x, x.ndim + dim, out_size)
     return x.to(torch.uint8)
+
+
+@lru_cache(maxsize=8)
+def _sam_statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM pixel mean and std as (1, 3, 1, 1) float32 tensors on ``device`` (copied once)."""
+    mean = torch.tensor(SAM_PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+    std = torch.tensor(SAM_PIXEL_STD, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+    return mean, std
 
 
 def _minmax_stretch_torch(x: torch.Tensor) -> torch.Tensor:
@@ -356,8 +373,7 @@ def preprocess_on_device(
         raise ConfigError("no tiles given; expected at least one (H, W, 3) uint8 tile")
     device = tiles[0].device
     pixels = torch.zeros((len(tiles), 3, target_px, target_px), dtype=torch.float32, device=device)
-    mean = torch.tensor(SAM_PIXEL_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(SAM_PIXEL_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    mean, std = _sam_statistics(device)
     originals = [(int(t.shape[0]), int(t.shape[1])) for t in tiles]
     inputs = [resized_shape(h, w, target_px) for h, w in originals]
     groups: dict[tuple[int, int], list[int]] = {}
@@ -369,7 +385,7 @@ def preprocess_on_device(
             x = _minmax_stretch_torch(x)
         new_h, new_w = resized_shape(h, w, target_px)
         x = resize_bilinear_like_pil(x, (new_h, new_w))  # (G, 3, h', w') uint8
-        normalised = (x.to(torch.float32) - mean) / std
-        index = torch.tensor(members, device=device)
-        pixels[index, :, :new_h, :new_w] = normalised  # zero padding after normalisation
+        normalised = (x.to(torch.float32) - mean) / std  # (G, 3, h', w')
+        for j, i in enumerate(members):  # zero padding after normalisation
+            pixels[i, :, :new_h, :new_w] = normalised[j]
     return PreparedBatch(pixels=pixels, input_sizes=inputs, original_sizes=originals)

@@ -365,9 +365,11 @@ class InferenceRunner:
         for i, key in enumerate(zip(input_sizes, original_sizes, strict=True)):
             groups.setdefault(key, []).append(i)
         for (input_size, original), members in groups.items():
-            index = torch.tensor(members, device=next(iter(maps.values())).device)
             for role, m in maps.items():
-                resized = postprocess_maps(m.index_select(0, index), input_size, original)
+                # stack, not an index tensor: a host-to-device index copy would wait for the
+                # forward pass and stall the upload of the next batch
+                group = torch.stack([m[i] for i in members])  # (G, C, T, T)
+                resized = postprocess_maps(group, input_size, original)
                 for j, i in enumerate(members):
                     out[i][role] = resized[j]  # (C, H, W)
         return out

@@ -5,13 +5,15 @@ Two measurements per (model, precision, batch size), on one CUDA device:
 * ``model``: encoder and decoder forwards on device-resident random input (B, 3, 1024, 1024),
   timed with CUDA events after warm-up: encoder, decoder and total blocks/s.
 * ``runner`` (``--runner``): the full model step as the pipeline runs it, ``InferenceRunner``
-  on uint8 512x512 blocks (host preprocessing, pinned non-blocking copies, maps resized back and
-  copied to the host).
+  on uint8 640x640 blocks (512 core + 64 halo): uint8 upload from a pinned buffer, resize /
+  normalisation / padding on the device, maps resized back on the device and one pinned
+  device-to-host copy per batch. ``--nchw-decoder`` times the decoder without channels_last.
 
 Weights are random (speed does not depend on their values); the attention uses SDPA. Out-of-memory
 configurations are recorded as such. Writes a JSON with the device, versions and all figures.
 
-    python benchmarks/bench_model_gpu.py --models vit_b vit_l vit_h --precisions fp32 bf16 fp16 \
+    python benchmarks/bench_model_gpu.py --models vit_b vit_l vit_h \
+        --precisions fp32 tf32 bf16 fp16 \
         --batch-sizes 1 4 8 16 32 --runner --out gpu.json
 """
 
@@ -31,16 +33,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from pathosam_wsi.model.runner import InferenceRunner
+from pathosam_wsi.model.runner import InferenceRunner, tf32_math
 from pathosam_wsi.model.sam_encoder import build_image_encoder
 from pathosam_wsi.model.unetr_decoder import AISDecoder
 
 logger = logging.getLogger("bench_model_gpu")
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _autocast(precision: str) -> Any:
     dtype = DTYPES[precision]
+    if precision == "tf32":
+        return tf32_math(True)
     return nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
 
 
@@ -79,11 +83,17 @@ def bench_model(
 
 
 def bench_runner(
-    encoder: Any, decoder: Any, precision: str, batch: int, repeats: int, compile_: bool
+    encoder: Any,
+    decoder: Any,
+    precision: str,
+    batch: int,
+    repeats: int,
+    compile_: bool,
+    channels_last: bool = True,
 ) -> dict[str, Any]:
-    """Full model step through ``InferenceRunner`` on uint8 512x512 blocks."""
+    """Full model step through ``InferenceRunner`` on uint8 640x640 blocks."""
     rng = np.random.default_rng(0)
-    tiles = [rng.integers(0, 256, (512, 512, 3), dtype=np.uint8) for _ in range(batch * 4)]
+    tiles = [rng.integers(0, 256, (640, 640, 3), dtype=np.uint8) for _ in range(batch * 4)]
     runner = InferenceRunner(
         encoder,
         {"ais": decoder},
@@ -91,6 +101,7 @@ def bench_runner(
         precision=precision,
         batch_size=batch,
         compile=compile_,
+        channels_last=channels_last,
     )
     runner.predict(tiles[:batch])  # warm-up (and compilation)
     times = []
@@ -101,7 +112,12 @@ def bench_runner(
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    return {"seconds_per_call": median, "blocks": len(tiles), "blocks_per_s": len(tiles) / median}
+    return {
+        "seconds_per_call": median,
+        "blocks": len(tiles),
+        "blocks_per_s": len(tiles) / median,
+        "channels_last": channels_last,
+    }
 
 
 def _one(
@@ -113,7 +129,13 @@ def _one(
         row["model_step"] = bench_model(encoder, decoder, precision, batch, args.repeats)
         if args.runner:
             row["runner"] = bench_runner(
-                encoder, decoder, precision, batch, args.repeats, args.compile
+                encoder,
+                decoder,
+                precision,
+                batch,
+                args.repeats,
+                args.compile,
+                not args.nchw_decoder,
             )
     except torch.OutOfMemoryError:
         row["error"] = "out of memory"
@@ -135,6 +157,9 @@ def main() -> None:
         "--runner", action="store_true", help="also time the full InferenceRunner step"
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile in the runner step")
+    parser.add_argument(
+        "--nchw-decoder", action="store_true", help="runner step without channels_last"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

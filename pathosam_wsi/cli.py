@@ -105,7 +105,7 @@ def _model_options(f: Any) -> Any:
         ),
         click.option(
             "--precision",
-            type=click.Choice(["fp32", "bf16", "fp16"]),
+            type=click.Choice(["fp32", "tf32", "bf16", "fp16"]),
             default="fp32",
             show_default=True,
         ),

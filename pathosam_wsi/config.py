@@ -196,8 +196,8 @@ class ModelConfig:
     """Decoder BatchNorm statistics: ``per_tile`` (= reference at batch 1) or ``running``."""
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in ("fp32", "tf32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be fp32, tf32, bf16 or fp16, got {self.precision!r}")
         if self.intensity not in ("none", "per_tile_minmax"):
             raise ConfigError(f"intensity must be none or per_tile_minmax, got {self.intensity!r}")
         if self.batchnorm not in ("per_tile", "running"):

@@ -28,6 +28,7 @@ __all__ = [
     "disable_sdpa_attention",
     "enable_sdpa_attention",
     "import_sam_without_torchvision",
+    "rel_pos_bias",
 ]
 
 ENCODER_SPECS: dict[str, dict[str, Any]] = {
@@ -151,6 +152,50 @@ def build_image_encoder(
     return encoder
 
 
+_MASK_ALIGN_ELEMENTS = 16
+"""CUDA fused (memory-efficient) SDPA wants the mask's row stride aligned; else it pads a copy."""
+
+
+def rel_pos_bias(
+    q: torch.Tensor,
+    rel_h_table: torch.Tensor,
+    rel_w_table: torch.Tensor,
+    hw: tuple[int, int],
+    *,
+    align: int = 1,
+) -> torch.Tensor:
+    """SAM's decomposed relative-position term as an additive attention mask, in ``q.dtype``.
+
+    Parameters
+    ----------
+    q : (B, heads, h*w, head_dim) tensor
+        Unscaled queries (SAM adds the bias computed from them to the scaled logits).
+    rel_h_table, rel_w_table : (h, h, head_dim), (w, w, head_dim) tensors
+        ``get_rel_pos`` tables.
+    hw : (h, w)
+        Token grid.
+    align : int
+        Row stride of the result rounded up to a multiple of ``align`` elements (the values are a
+        view of the first h*w columns), so fused CUDA kernels take it without copying.
+
+    Returns
+    -------
+    (B, heads, h*w, h*w) tensor, ``q.dtype``
+    """
+    batch, heads, _, head_dim = q.shape
+    h, w = hw
+    dtype = q.dtype
+    r_q = q.reshape(batch, heads, h, w, head_dim)
+    rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rel_h_table.to(dtype))  # (B, heads, h, w, h)
+    rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rel_w_table.to(dtype))  # (B, heads, h, w, w)
+    tokens = h * w
+    row = -(-tokens // align) * align
+    buffer = torch.empty((batch, heads, tokens, row), dtype=rel_h.dtype, device=q.device)
+    bias = buffer[..., :tokens]  # (B, heads, h*w, h*w), row stride ``row``
+    torch.add(rel_h[..., :, None], rel_w[..., None, :], out=bias.view(batch, heads, h, w, h, w))
+    return bias.to(dtype)
+
+
 def _sdpa_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     """SAM attention with ``scaled_dot_product_attention``; rel-pos enters as an additive mask."""
     from segment_anything.modeling.image_encoder import get_rel_pos
@@ -158,16 +203,14 @@ def _sdpa_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     batch, h, w, _ = x.shape
     qkv = self.qkv(x).reshape(batch, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # each (B, heads, h*w, head_dim)
-    head_dim = q.shape[-1]
     # SAM adds rel_h/rel_w computed from the *unscaled* query to the scaled logits; the sum over
-    # the key axis factorises into a (B, heads, h*w, h*w) additive bias.
+    # the key axis factorises into a (B, heads, h*w, h*w) additive bias, built in the compute
+    # dtype (bf16/fp16 under autocast) so the fused CUDA kernels accept it.
     rel_h_table = get_rel_pos(h, h, self.rel_pos_h)  # (h, h, head_dim)
     rel_w_table = get_rel_pos(w, w, self.rel_pos_w)  # (w, w, head_dim)
-    r_q = q.reshape(batch, self.num_heads, h, w, head_dim)
-    rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rel_h_table)  # (B, heads, h, w, h)
-    rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rel_w_table)  # (B, heads, h, w, w)
-    bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, self.num_heads, h * w, h * w)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+    align = _MASK_ALIGN_ELEMENTS if q.is_cuda else 1
+    bias = rel_pos_bias(q, rel_h_table, rel_w_table, (h, w), align=align)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
     out = out.permute(0, 2, 1, 3).reshape(batch, h, w, -1)  # (B, h, w, dim)
     return self.proj(out)  # type: ignore[no-any-return]
 

@@ -146,6 +146,16 @@ def test_resize_and_normalise_equal_reference(golden: dict[str, Any]) -> None:
     assert _sha256(tensor[None].numpy()) == ref["encoder_input_sha256"]
 
 
+def test_device_preprocessing_equals_reference(golden: dict[str, Any]) -> None:
+    """The runner's torch path (uint8 upload, PIL-exact resize on device) gives the same bytes."""
+    from pathosam_wsi.model.preprocess import preprocess_on_device
+
+    ref = golden["info"]["preprocessing"]
+    prepared = preprocess_on_device([torch.from_numpy(golden["image"])], "per_tile_minmax")
+    assert tuple(prepared.input_sizes[0]) == tuple(ref["input_size"])
+    assert _sha256(prepared.pixels.numpy()) == ref["encoder_input_sha256"]
+
+
 def _decode(
     features: torch.Tensor, golden: dict[str, Any], channels_last: bool = False
 ) -> npt.NDArray[np.float32]:

@@ -117,3 +117,66 @@ def test_options_validated(tiny_encoder_kwargs, tiny_decoder_kwargs) -> None:
         with pytest.raises(ConfigError, match="CUDA"):
             resolve_device("cuda")
     assert _runner(tiny_encoder_kwargs, tiny_decoder_kwargs).predict([]) == []
+
+
+def test_tf32_equals_fp32_on_cpu(tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile) -> None:
+    """TF32 only changes CUDA math flags; on CPU it is exactly fp32."""
+    tiles = [he_tile(200, 256, 7)]
+    ref = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=1).predict(tiles)[0]
+    out = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=1, precision="tf32")
+    assert np.array_equal(out.predict(tiles)[0]["ais"], ref["ais"])
+    assert torch.backends.cuda.matmul.allow_tf32 is False  # never touched on CPU
+
+
+def test_tiles_of_mixed_sizes_and_slides_across_batches(
+    tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile
+) -> None:
+    """A batch mixing sizes (as blocks of several slides do) spread over several device batches."""
+    rng = np.random.default_rng(1)
+    tiles = [
+        he_tile(128, 128, 1),
+        rng.integers(0, 256, (160, 96, 3), dtype=np.uint8),
+        he_tile(128, 128, 2)[::-1],  # a non-contiguous view
+        he_tile(64, 200, 3),
+        np.full((128, 128, 3), 250, np.uint8),
+    ]
+    tiles[1].setflags(write=False)  # read-only blocks (e.g. from a memory map) work too
+    run = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=2)
+    spread = run.predict(tiles)
+    assert run.stats.batches == 3
+    assert run.stats.tiles == 5
+    assert run.stats.last_batch_size == 2
+    assert run.stats.busy_s > 0
+    alone = [run.predict([t])[0] for t in tiles]
+    together = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=5).predict(tiles)
+    for t, a, b, c in zip(tiles, spread, alone, together, strict=True):
+        assert a["ais"].shape == (3, *t.shape[:2])
+        assert a["ais"].dtype == np.float32
+        assert a["ais"].flags.c_contiguous
+        for role in ("ais", "semantic"):
+            # float rounding of oneDNN kernels chosen per batch size only (1.2e-5 measured)
+            assert np.abs(a[role] - b[role]).max() < 1e-4
+            assert np.abs(a[role] - c[role]).max() < 1e-4
+
+
+def test_upload_is_exact(tiny_encoder_kwargs, tiny_decoder_kwargs, he_tile) -> None:
+    run = _runner(tiny_encoder_kwargs, tiny_decoder_kwargs, batch_size=2)
+    tiles = [he_tile(31, 17, 1), he_tile(64, 64, 2)[:, ::-1]]
+    for tile, tensor in zip(tiles, run._upload(tiles), strict=True):
+        assert tensor.dtype == torch.uint8
+        assert np.array_equal(tensor.numpy(), tile)
+    with pytest.raises(ConfigError, match="uint8"):
+        run._upload([np.zeros((4, 4, 3), np.float32)])
+
+
+def test_cli_accepts_tf32(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from pathosam_wsi.cli import main
+
+    args = ["segment", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "out")]
+    bad = CliRunner().invoke(main, [*args, "--precision", "int8"])
+    assert bad.exit_code == 2
+    assert "--precision" in bad.output
+    good = CliRunner().invoke(main, [*args, "--precision", "tf32"])
+    assert "--precision" not in good.output

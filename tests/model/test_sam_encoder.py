@@ -119,3 +119,25 @@ def test_full_vit_b_sdpa_equivalence() -> None:
         fast = enable_sdpa_attention(encoder)(x)
     assert reference.shape == (1, 256, 64, 64)
     assert (fast - reference).abs().max().item() < 1e-4
+
+
+def test_rel_pos_bias_row_alignment_changes_nothing() -> None:
+    """The aligned (padded-row) mask used on CUDA holds the same values as the dense one."""
+    import torch.nn.functional as F
+
+    from pathosam_wsi.model.sam_encoder import rel_pos_bias
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 5 * 7, 8, generator=gen)
+    k, v = torch.randn(q.shape, generator=gen), torch.randn(q.shape, generator=gen)
+    rel_h, rel_w = torch.randn(5, 5, 8, generator=gen), torch.randn(7, 7, 8, generator=gen)
+    dense = rel_pos_bias(q, rel_h, rel_w, (5, 7))
+    aligned = rel_pos_bias(q, rel_h, rel_w, (5, 7), align=16)
+    assert dense.is_contiguous()
+    assert aligned.stride(-2) == 48
+    assert torch.equal(dense, aligned)
+    assert torch.equal(
+        F.scaled_dot_product_attention(q, k, v, attn_mask=dense),
+        F.scaled_dot_product_attention(q, k, v, attn_mask=aligned),
+    )
+    assert rel_pos_bias(q.to(torch.bfloat16), rel_h, rel_w, (5, 7)).dtype == torch.bfloat16

@@ -97,11 +97,12 @@ def _echo_table(rows: Any) -> None:
 )
 @click.option(
     "--cluster",
-    type=click.Choice(["local", "threads", "none"]),
+    type=click.Choice(["local", "threads", "none", "slurm"]),
     default="local",
     show_default=True,
     help="local: LocalCUDACluster (GPUs) or LocalCluster; threads: one in-process "
-    "worker; none: threads without dask.distributed (debugging).",
+    "worker; none: threads without dask.distributed (debugging); slurm: workers as SLURM "
+    "jobs (pathosam-wsi[slurm], docs/cluster.md).",
 )
 @click.option(
     "--scheduler",
@@ -113,6 +114,16 @@ def _echo_table(rows: Any) -> None:
     "--slides-in-flight", type=int, help="Slides at once (default: 2 x worker threads, <= 64)."
 )
 @click.option("--dashboard", is_flag=True, help="Start the dashboard of a local cluster.")
+@click.option("--jobs", type=int, default=2, show_default=True, help="slurm: worker jobs kept up.")
+@click.option("--partition", help="slurm: partition of the worker jobs.")
+@click.option("--gpus-per-job", type=int, default=0, show_default=True, help="slurm: 0 or 1.")
+@click.option("--job-walltime", help="slurm: --time of each job, HH:MM:SS (default 01:00:00).")
+@click.option("--job-memory", help="slurm: memory per job, e.g. 16GiB (default 4GiB).")
+@click.option(
+    "--jobqueue-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="slurm: YAML of further dask-jobqueue keys (cores, account, interface, ...).",
+)
 @_model_options
 @_slide_options
 @_watershed_options
@@ -130,6 +141,12 @@ def run(
     dashboard: bool,
     overwrite: bool,
     quiet: bool,
+    jobs: int,
+    partition: str | None,
+    gpus_per_job: int,
+    job_walltime: str | None,
+    job_memory: str | None,
+    jobqueue_config: Path | None,
     **kw: Any,
 ) -> None:
     """Segment every slide listed in MANIFEST (CSV or Parquet: path[, slide_id, mpp, roi, ...]).
@@ -143,7 +160,20 @@ def run(
     try:
         entries = read_manifest(manifest, _build_config(kw))
         kind = cast("ClusterKind", cluster)
-        with connect(kind, scheduler, workers, dashboard=dashboard) as client:
+        slurm = None
+        if kind == "slurm" and not scheduler:
+            from pathosam_wsi.distributed.slurm import SlurmOptions
+
+            slurm = SlurmOptions(
+                jobs=jobs,
+                partition=partition,
+                gpus_per_job=gpus_per_job,
+                job_walltime=job_walltime,
+                job_memory=job_memory,
+                jobqueue_config=jobqueue_config,
+                work_dir=out_dir / ".slurm",
+            )
+        with connect(kind, scheduler, workers, dashboard=dashboard, slurm=slurm) as client:
             link = dashboard_link(client)
             if link:
                 click.echo(f"dashboard: {link}", err=True)

@@ -40,6 +40,7 @@ __all__ = [
     "load_jobqueue_config",
     "make_slurm_client",
     "private_address",
+    "render_job_script",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 _INSTALL_HINT = 'install the SLURM extra: pip install "pathosam-wsi[slurm]"'
 # Keys that this module sets itself: a --jobqueue-config may not override them.
 _OWN_KEYS = frozenset({"protocol", "security", "shared-temp-directory", "log-directory"})
+# Renamed in dask-jobqueue 0.8 (FutureWarning when set): key -> new name.
+_RENAMED = {"extra": "worker-extra-args", "env-extra": "job-script-prologue"}
+_RENAMED |= {"job-extra": "job-extra-directives", "header-skip": "job-directives-skip"}
+# Keyword arguments for the cluster, not for each job.
+_CLUSTER_ONLY = ("scheduler_options", "shared_temp_directory")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +112,7 @@ def load_jobqueue_config(path: Path | None) -> dict[str, Any]:
     """The SLURM section of a dask-jobqueue YAML file (flat, or under ``jobqueue: slurm:``)."""
     if path is None:
         return {}
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
@@ -128,6 +134,12 @@ def load_jobqueue_config(path: Path | None) -> dict[str, Any]:
         raise ConfigError(
             f"--jobqueue-config {str(path)!r}: unknown key(s) {unknown!r}; expected keys of "
             f"dask-jobqueue's SLURM section: {', '.join(sorted(known))}"
+        )
+    renamed = {k: _RENAMED[k] for k in sorted(set(data) & set(_RENAMED))}
+    if renamed:
+        raise ConfigError(
+            f"--jobqueue-config {str(path)!r} uses deprecated dask-jobqueue key(s) {renamed!r} "
+            "(old -> new); rename them"
         )
     own = sorted(set(data) & _OWN_KEYS)
     if own:
@@ -254,6 +266,21 @@ def cluster_kwargs(
     if options.partition:
         kw["queue"] = options.partition
     return kw
+
+
+def render_job_script(options: SlurmOptions, scheduler_address: str, host: str) -> str:
+    """The worker job script that ``--cluster slurm`` would submit (no scheduler, no job).
+
+    TLS file arguments are left out (each run has fresh certificates); ``host`` stands for the
+    scheduler's listening address.
+    """
+    from dask_jobqueue.slurm import SLURMJob
+
+    kw = cluster_kwargs(options, security=None, host=host)
+    for key in _CLUSTER_ONLY:
+        kw.pop(key)
+    kw["protocol"] = "tls://"
+    return str(SLURMJob(scheduler_address, name="pathosam-worker-0", **kw).job_script())
 
 
 def _queued_job_ids() -> set[str] | None:

@@ -26,9 +26,9 @@ from conftest import (
 )
 from slurm_node import slurm_node  # noqa: F401  (fixture)
 
+from pathosam_wsi.errors import ConfigError
+
 pytestmark = [
-    pytest.mark.distributed,
-    pytest.mark.usefixtures("slurm_node"),
     # SlideHandle's per-thread slide cache (slide/open.py) leaves the file to the garbage
     # collector when a scheduler thread ends; reported to the lead, ignored until it closes it.
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
@@ -38,6 +38,30 @@ REPO = Path(__file__).resolve().parents[2]
 JOB_NAME = "pathosam-worker"
 SLURM_ARGS = ["--cluster", "slurm", "--jobs", "2", "--job-memory", "1GiB"]
 SLURM_ARGS += ["--job-walltime", "00:15:00"]
+
+
+def _fake_interfaces(monkeypatch: pytest.MonkeyPatch, addrs: dict[str, str]) -> None:
+    import socket
+    from types import SimpleNamespace
+
+    import psutil
+
+    table = {k: [SimpleNamespace(family=socket.AF_INET, address=v)] for k, v in addrs.items()}
+    monkeypatch.setattr(psutil, "net_if_addrs", lambda: table)
+
+
+def test_scheduler_address_is_private(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathosam_wsi.distributed.slurm import _interface_address, private_address
+
+    _fake_interfaces(monkeypatch, {"eth0": "8.8.4.4", "ib0": "10.3.0.7", "lo": "127.0.0.1"})
+    assert private_address() == ("10.3.0.7", "ib0")
+    assert _interface_address("ib0") == "10.3.0.7"
+    with pytest.raises(ConfigError, match="public address"):
+        _interface_address("eth0")
+    with pytest.raises(ConfigError, match="no IPv4 address"):
+        _interface_address("ib9")
+    _fake_interfaces(monkeypatch, {"eth0": "8.8.4.4", "lo": "127.0.0.1"})
+    assert private_address() == ("127.0.0.1", "lo")
 
 
 def _env() -> dict[str, str]:
@@ -80,6 +104,8 @@ def _timed(cmd: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str],
     return res, time.perf_counter() - t0
 
 
+@pytest.mark.distributed
+@pytest.mark.usefixtures("slurm_node")
 def test_cohort_on_slurm_matches_segment(
     synthetic_slides: list[Path], reference_outputs: Path, tmp_path: Path
 ) -> None:
@@ -115,6 +141,8 @@ def test_cohort_on_slurm_matches_segment(
         Path(os.environ["PATHOSAM_SLURM_TIMINGS"]).write_text(json.dumps(timings) + "\n")
 
 
+@pytest.mark.distributed
+@pytest.mark.usefixtures("slurm_node")
 def test_scancel_worker_job_mid_run(synthetic_slides: list[Path], tmp_path: Path) -> None:
     from pathosam_wsi.pipeline.segment import segment_slide
 

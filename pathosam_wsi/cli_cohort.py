@@ -98,11 +98,12 @@ def _echo_table(rows: Any) -> None:
 )
 @click.option(
     "--cluster",
-    type=click.Choice(["local", "threads", "none"]),
+    type=click.Choice(["local", "threads", "none", "slurm"]),
     default="local",
     show_default=True,
     help="local: LocalCUDACluster (GPUs) or LocalCluster; threads: one in-process "
-    "worker; none: threads without dask.distributed (debugging).",
+    "worker; none: threads without dask.distributed (debugging); slurm: workers as SLURM "
+    "jobs (pathosam-wsi[slurm], docs/cluster.md).",
 )
 @click.option(
     "--scheduler",
@@ -129,6 +130,16 @@ def _echo_table(rows: Any) -> None:
     is_flag=True,
     help="Run the slides that open and mark the rows that do not as failed (default: refuse).",
 )
+@click.option("--jobs", type=int, default=2, show_default=True, help="slurm: worker jobs kept up.")
+@click.option("--partition", help="slurm: partition of the worker jobs.")
+@click.option("--gpus-per-job", type=int, default=0, show_default=True, help="slurm: 0 or 1.")
+@click.option("--job-walltime", help="slurm: --time of each job, HH:MM:SS (default 01:00:00).")
+@click.option("--job-memory", help="slurm: memory per job, e.g. 16GiB (default 4GiB).")
+@click.option(
+    "--jobqueue-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="slurm: YAML of further dask-jobqueue keys (cores, account, interface, ...).",
+)
 @_model_options
 @_slide_options
 @_watershed_options
@@ -147,6 +158,12 @@ def run(
     skip_bad: bool,
     overwrite: bool,
     quiet: bool,
+    jobs: int,
+    partition: str | None,
+    gpus_per_job: int,
+    job_walltime: str | None,
+    job_memory: str | None,
+    jobqueue_config: Path | None,
     **kw: Any,
 ) -> None:
     """Segment every slide listed in MANIFEST (CSV or Parquet: path[, slide_id, mpp, roi, ...]).
@@ -169,9 +186,22 @@ def run(
                 f"warning: row {b.row} ({b.entry.slide_id}) is marked failed: {b.reason}", err=True
             )
         kind = cast("ClusterKind", cluster)
-        with connect(kind, scheduler, workers, dashboard=dashboard) as client:
-            link = dashboard_link(client) if dashboard else None
-            if link and not quiet:
+        slurm = None
+        if kind == "slurm" and not scheduler:
+            from pathosam_wsi.distributed.slurm import SlurmOptions
+
+            slurm = SlurmOptions(
+                jobs=jobs,
+                partition=partition,
+                gpus_per_job=gpus_per_job,
+                job_walltime=job_walltime,
+                job_memory=job_memory,
+                jobqueue_config=jobqueue_config,
+                work_dir=out_dir / ".slurm",
+            )
+        with connect(kind, scheduler, workers, dashboard=dashboard, slurm=slurm) as client:
+            link = dashboard_link(client) if (dashboard or kind == "slurm") else None
+            if link and (not quiet or kind == "slurm"):
                 click.echo(f"dashboard: {link}", err=True)
             progress = CohortProgress(len(entries), disable=quiet)
             try:

@@ -20,12 +20,14 @@ from pathosam_wsi.errors import ConfigError
 if TYPE_CHECKING:
     from distributed import Client
 
+    from pathosam_wsi.distributed.slurm import SlurmOptions
+
 __all__ = ["ClusterKind", "connect", "dashboard_link", "has_gpu_workers", "make_client"]
 
 log = logging.getLogger(__name__)
 
-ClusterKind = Literal["local", "threads", "none"]
-_KINDS = ("local", "threads", "none")
+ClusterKind = Literal["local", "threads", "none", "slurm"]
+_KINDS = ("local", "threads", "none", "slurm")
 _LOCAL_HOST = "127.0.0.1"
 """Local clusters (scheduler, workers, dashboard) listen on loopback only."""
 
@@ -134,12 +136,13 @@ def make_client(
     *,
     dashboard: bool = False,
     timeout_s: float = 30.0,
+    slurm: SlurmOptions | None = None,
 ) -> Client | None:
     """A ``distributed.Client`` for the requested cluster, or None for in-process threads.
 
     Parameters
     ----------
-    cluster : {"local", "threads", "none"}
+    cluster : {"local", "threads", "none", "slurm"}
         ``local``: LocalCUDACluster (GPUs) or LocalCluster of ``n_workers`` single-threaded
         processes; ``threads``: one in-process worker with ``n_workers`` threads; ``none``: no
         client. Ignored when ``scheduler`` is given.
@@ -152,6 +155,8 @@ def make_client(
         Start the dashboard of a local cluster on a free port of 127.0.0.1 (off by default).
     timeout_s : float
         Seconds to wait for an existing scheduler.
+    slurm : SlurmOptions, optional
+        Worker jobs of ``cluster="slurm"`` (see :mod:`pathosam_wsi.distributed.slurm`).
 
     Returns
     -------
@@ -170,6 +175,10 @@ def make_client(
         raise ConfigError(f"cluster {cluster!r} is unknown; expected one of {', '.join(_KINDS)}")
     if cluster == "none":
         return None
+    if cluster == "slurm":
+        from pathosam_wsi.distributed.slurm import SlurmOptions, make_slurm_client
+
+        return make_slurm_client(slurm or SlurmOptions())
     from distributed import Client
 
     local = _local_cluster(cluster, n_workers, dashboard)
@@ -183,9 +192,10 @@ def connect(
     n_workers: int | None = None,
     *,
     dashboard: bool = False,
+    slurm: SlurmOptions | None = None,
 ) -> Iterator[Client | None]:
     """``make_client`` as a context manager that closes the client and any cluster it started."""
-    client = make_client(cluster, scheduler, n_workers, dashboard=dashboard)
+    client = make_client(cluster, scheduler, n_workers, dashboard=dashboard, slurm=slurm)
     try:
         yield client
     finally:

@@ -177,7 +177,9 @@ def _check_rows(
         if not np.all(np.isfinite(np.nan_to_num(np.concatenate([box[i], pt[i]]), nan=0.0))):
             raise PromptError(f"{row}: infinite coordinate; expected finite px")
         if not npn and label[i] not in (0.0, 1.0):
-            raise PromptError(f"{row}: label = {label[i]!r}; expected 1 (positive) or 0 (negative)")
+            raise PromptError(
+                f"{row}: label = {float(label[i])!r}; expected 1 (positive) or 0 (negative)"
+            )
     return ~np.isnan(box[:, 0]), ~np.isnan(pt[:, 0])
 
 

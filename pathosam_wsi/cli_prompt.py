@@ -39,6 +39,12 @@ __all__ = ["prompt"]
 @click.option("--batch", type=int, default=32, show_default=True, help="Prompts per decoder call.")
 @click.option("--slide-id", help="Output folder and table slide_id (default: file name stem).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option(
+    "--from",
+    "from_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Refine OUT/<slide_id>: --prompts holds correction points with object_id = nucleus_id.",
+)
 def prompt(
     slide: Path,
     prompts_path: Path,
@@ -50,6 +56,7 @@ def prompt(
     batch: int,
     slide_id: str | None,
     overwrite: bool,
+    from_dir: Path | None,
 ) -> None:
     """Segment the nuclei that boxes and points in --prompts designate on SLIDE.
 
@@ -59,10 +66,18 @@ def prompt(
     run.json. A rerun with the same inputs resumes.
     """
     from pathosam_wsi.model.prompt_models import load_prompt_model
+    from pathosam_wsi.prompts.refine import refine_output
     from pathosam_wsi.prompts.run import prompt_slide
 
     try:
         net = load_prompt_model(model, checkpoint)
+        if from_dir is not None:
+            refined = refine_output(
+                slide, from_dir, prompts_path, out_dir, net, mpp=mpp, tile=tile, batch=batch,
+                slide_id=slide_id, overwrite=overwrite,
+            )  # fmt: skip
+            click.echo(f"{refined.prompts} objects refined -> {refined.output_dir}")
+            return
         result = prompt_slide(
             slide,
             prompts_path,

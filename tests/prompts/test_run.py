@@ -147,3 +147,33 @@ def test_cli_registered() -> None:
     result = CliRunner().invoke(main, ["prompt", "--help"])
     assert result.exit_code == 0
     assert "--prompts" in result.output
+
+
+def test_refinement_changes_only_corrected_objects(
+    synthetic_slide: SyntheticSlide, prompts_csv: Path, tiny_model: PromptModel, tmp_path: Path
+) -> None:
+    from pathosam_wsi.prompts.refine import refine_output
+
+    first = prompt_slide(synthetic_slide.path, prompts_csv, tmp_path / "a", tiny_model, tile=256)
+    table = pq.read_table(first.output_dir / "nuclei.parquet").to_pandas()
+    target = table.sort_values("area_px").iloc[len(table) // 2]
+    corr = tmp_path / "corr.csv"
+    cx, cy = target["centroid_x_l0"], target["centroid_y_l0"]
+    corr.write_text(
+        f"x,y,label,object_id\n{cx},{cy},1,{target['nucleus_id']}\n{cx + 3},{cy},0,{target['nucleus_id']}\n"
+    )
+    res = refine_output(
+        synthetic_slide.path, first.output_dir, corr, tmp_path / "b", tiny_model, tile=256
+    )
+    before, after = _labels(first.output_dir), _labels(res.output_dir)
+    tid = int(target["nucleus_id"])
+    untouched = (before != tid) & (after != tid)
+    np.testing.assert_array_equal(before[untouched], after[untouched])
+    assert ((before == 0) | (before == tid))[after == tid].all()  # never a neighbour's pixels
+    new = pq.read_table(res.output_dir / "nuclei.parquet").to_pandas()
+    cols = ["nucleus_id", "area_px", "centroid_x_l0", "geometry"]
+    keep_old = table[table.nucleus_id != tid].sort_values("nucleus_id")[cols].reset_index(drop=True)
+    keep_new = new[new.nucleus_id != tid].sort_values("nucleus_id")[cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(keep_old, keep_new)
+    row = new[new.nucleus_id == tid]
+    assert row["prompt_type"].tolist() in ([], ["refined"])

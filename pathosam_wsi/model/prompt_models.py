@@ -5,7 +5,8 @@ Two families share one interface (:class:`PromptModel`):
 - ``litemedsam``: our :class:`~pathosam_wsi.model.tinyvit.TinyViT` (256² input) with SAM's prompt
   encoder (64² embedding, 256² input frame) and mask decoder, from ``lite_medsam.pth``;
 - ``vit_b_histopathology`` / ``vit_l_...`` / ``vit_h_...``: SAM's ViT encoder (1024² input) with the
-  prompt encoder and mask decoder that the PathoSAM encoder files carry (pathosam-reference.md §2.2).
+  prompt encoder and mask decoder that the PathoSAM encoder files carry
+  (pathosam-reference.md §2.2).
 
 Prompt encoder and mask decoder are segment-anything's own classes, imported without torchvision
 (stack.md P4). Every checkpoint is read with ``weights_only=True`` and loaded strictly.
@@ -114,6 +115,8 @@ class PromptModel(nn.Module):
         self.normalisation = normalisation
         self.image_encoder = image_encoder
         embed_px = input_px // 16 if normalisation == "sam" else input_px // 4
+        self.prompt_encoder: Any
+        self.mask_decoder: Any
         self.prompt_encoder, self.mask_decoder = _sam_prompt_parts(embed_px, input_px)
         self.eval()
 
@@ -126,7 +129,7 @@ class PromptModel(nn.Module):
         """(B, h, w, 3) uint8 RGB, h, w <= S -> (B, 3, S, S) float32, zero-padded bottom/right."""
         if windows.ndim != 4 or windows.shape[-1] != 3:
             raise ConfigError(f"windows shape {windows.shape}; expected (B, h, w, 3) uint8")
-        x = torch.from_numpy(np.ascontiguousarray(windows)).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.array(windows, np.uint8, order="C")).permute(0, 3, 1, 2).float()
         if self.normalisation == "sam":
             mean = torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1)
             std = torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1)

@@ -6,8 +6,8 @@ Written for this project from the published checkpoint's state-dict keys and sha
 with MobileSAM's changes for SAM (Zhang et al., 2023) and LiteMedSAM's (MedSAM "LiteMedSAM"
 baseline, 2024): facts only, no code copied. The facts this module relies on:
 
-- patch embedding: two 1x1 conv + BatchNorm pairs with a GELU between them and **stride 1** (LiteMedSAM
-  keeps the full 256² resolution here, where TinyViT uses two stride-2 3x3 convolutions);
+- patch embedding: two 1x1 conv + BatchNorm pairs with a GELU between them and **stride 1**
+  (LiteMedSAM keeps the full 256² resolution, where TinyViT has two stride-2 3x3 convolutions);
 - stage 0: MBConv blocks (1x1 expand x4, 3x3 depthwise, 1x1 project, residual, GELU after the sum);
 - a patch-merging step after stages 0-2 (1x1 conv, GELU, 3x3 depthwise conv with stride 2 (stride
   1 into the last stage, whose width is 320), GELU, 1x1 conv);
@@ -123,6 +123,8 @@ def _offset_index(window: int) -> torch.Tensor:
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention over one window's tokens, with learned offset biases."""
+
+    bias_index: torch.Tensor
 
     def __init__(self, dim: int, heads: int, window: int) -> None:
         super().__init__()

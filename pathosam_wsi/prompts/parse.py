@@ -72,7 +72,7 @@ class PromptSet:
         return ext
 
     def centre_xy(self) -> npt.NDArray[np.float64]:
-        """(P, 2) the point that decides the serving window: box centre, else positive points' mean."""
+        """(P, 2) the point that picks the serving window: box centre, else mean positive point."""
         centre = np.column_stack(
             [
                 (self.box_xyxy[:, 0] + self.box_xyxy[:, 2]) / 2,
@@ -258,7 +258,8 @@ def _geometry_prompts(
     geom: dict[str, Any], where: str
 ) -> list[tuple[list[float] | None, list[float] | None]]:
     """(box, point) pairs of one GeoJSON geometry."""
-    kind, coords = geom.get("type"), geom.get("coordinates")
+    kind: Any = geom.get("type")
+    coords: Any = geom.get("coordinates")
     try:
         if kind in ("Polygon", "MultiPolygon"):
             flat = np.asarray(
@@ -303,11 +304,11 @@ def _from_geojson(path: Path) -> PromptSet:
         geom = feature.get("geometry") if isinstance(feature, dict) else None
         if not isinstance(geom, dict):
             raise PromptError(f"{where}: no geometry; expected a GeoJSON Feature with a geometry")
-        for box, point in _geometry_prompts(geom, where):
+        for gbox, gpoint in _geometry_prompts(geom, where):
             for j, c in enumerate(_BOX):
-                cols[c].append(box[j] if box else None)
+                cols[c].append(gbox[j] if gbox else None)
             for j, c in enumerate(_POINT):
-                cols[c].append(point[j] if point else None)
+                cols[c].append(gpoint[j] if gpoint else None)
             cols["label"].append(1)
             cols["object_id"].append(len(rows))
             rows.append(f_index)

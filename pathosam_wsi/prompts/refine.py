@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import shapely
 import zarr
 
-from pathosam_wsi.errors import ConfigError, OutputExistsError
+from pathosam_wsi.errors import ConfigError, MissingResolutionError, OutputExistsError
 from pathosam_wsi.export.geoparquet import NucleusTableWriter
 from pathosam_wsi.export.omezarr import create_label_image, open_levels, write_core
 from pathosam_wsi.export.runinfo import versions, write_json_atomic
@@ -88,6 +88,14 @@ def _old_columns(old: pa.Table, keep: npt.NDArray[np.bool_]) -> dict[str, Any]:
     return cols
 
 
+def _mpp(mpp: float | None, slide_path: str | Path) -> float:
+    if mpp is None:
+        raise MissingResolutionError(
+            f"{slide_path}: no pixel size in the file; pass --mpp (level-0 µm/px)"
+        )
+    return mpp
+
+
 def refine_output(
     slide_path: str | Path,
     from_dir: str | Path,
@@ -119,14 +127,15 @@ def refine_output(
             f"{final}: output folder exists; pass --overwrite or choose another -o"
         )
     old = _old_table(from_dir)
-    old_labels = np.asarray(
-        zarr.open_group(str(from_dir / "labels.ome.zarr"), mode="r")["labels/nuclei/s0"][:]
-    )
+    s0 = from_dir / "labels.ome.zarr" / "labels" / "nuclei" / "s0"
+    old_labels = np.asarray(zarr.open_array(str(s0), mode="r", zarr_format=2)[:])
     slide = open_slide(slide_path, mpp)
     wh = (int(slide.level_dimensions[0][0]), int(slide.level_dimensions[0][1]))
+    mpp_l0 = _mpp(slide.mpp, slide_path)
     if old_labels.shape != (wh[1], wh[0]):
         raise ConfigError(
-            f"--from labels are {old_labels.shape[::-1]} px, the slide {wh}; expected the same slide"
+            f"--from labels are {old_labels.shape[::-1]} px, the slide {wh}; "
+            "expected the same slide"
         )
     corr = _with_table_boxes(read_prompts(corrections_path), old)
     grid = WindowGrid(wh, model.input_px, model.input_px // 8)
@@ -160,7 +169,7 @@ def refine_output(
     work = Path(out_dir) / f"{sid}.partial"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    create_label_image(work / "labels.ome.zarr", wh, tile, float(slide.mpp), sid)
+    create_label_image(work / "labels.ome.zarr", wh, tile, mpp_l0, sid)
     levels = open_levels(work / "labels.ome.zarr")
     for y in range(0, wh[1], tile):
         for x in range(0, wh[0], tile):
@@ -181,7 +190,7 @@ def refine_output(
                 np.asarray([new_ids[m.index] for m in owned], np.uint32),
                 {
                     "slide_id": sid,
-                    "mpp": float(slide.mpp),
+                    "mpp": mpp_l0,
                     "prompt_id": corr.prompt_id[w.prompts],
                     "prompt_type": ["refined"] * len(owned),
                     "window_scale": [w.scale] * len(owned),

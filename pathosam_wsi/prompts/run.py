@@ -22,7 +22,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pathosam_wsi.errors import ConfigError, OutputExistsError, PathoSamWarning
+from pathosam_wsi.errors import (
+    ConfigError,
+    MissingResolutionError,
+    OutputExistsError,
+    PathoSamWarning,
+)
 from pathosam_wsi.export.geoparquet import NucleusTableWriter
 from pathosam_wsi.export.omezarr import create_label_image, open_levels, write_core
 from pathosam_wsi.export.runinfo import file_sha256, params_hash, versions, write_json_atomic
@@ -208,6 +213,10 @@ def prompt_slide(
             f"{final}: output folder exists; pass --overwrite to replace it or choose another -o"
         )
     slide = open_slide(slide_path, mpp)
+    if slide.mpp is None:
+        raise MissingResolutionError(
+            f"{slide_path}: no pixel size in the file; pass --mpp (level-0 µm/px)"
+        )
     wh = (int(slide.level_dimensions[0][0]), int(slide.level_dimensions[0][1]))
     prompts = read_prompts(prompts_path)
     _check_inside(prompts, wh, Path(prompts_path).name)

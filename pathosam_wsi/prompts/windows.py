@@ -116,7 +116,7 @@ def assign_windows(prompts: PromptSet, grid: WindowGrid) -> list[Window]:
     by_box: dict[tuple[int, int, int, int], tuple[int, list[int]]] = {}
     for cell in sorted(by_cell):
         box = grid.window_box(cell // cols, cell % cols)
-        first, members = by_box.setdefault(box, (cell, []))
+        _, members = by_box.setdefault(box, (cell, []))
         members.extend(by_cell[cell])
     for box, (cell, members) in sorted(by_box.items(), key=lambda kv: kv[1][0]):
         windows.append(Window(cell, box, 1.0, np.asarray(sorted(members), np.int64)))

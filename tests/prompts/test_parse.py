@@ -31,7 +31,10 @@ def test_csv_boxes_and_points(tmp_path: Path) -> None:
 
 
 def test_object_id_groups_points_and_box(tmp_path: Path) -> None:
-    text = "x,y,label,object_id,xmin,ymin,xmax,ymax\n10,10,1,7,,,,\n12,14,0,7,,,,\n,,,3,0,0,4,4\n30,30,1,3,,,,\n"
+    text = (
+        "x,y,label,object_id,xmin,ymin,xmax,ymax\n"
+        "10,10,1,7,,,,\n12,14,0,7,,,,\n,,,3,0,0,4,4\n30,30,1,3,,,,\n"
+    )
     p = read_prompts(_csv(tmp_path, text))
     assert p.prompt_id.tolist() == [3, 7]  # sorted by id
     assert p.has_box.tolist() == [True, False]

@@ -160,7 +160,8 @@ def test_refinement_changes_only_corrected_objects(
     corr = tmp_path / "corr.csv"
     cx, cy = target["centroid_x_l0"], target["centroid_y_l0"]
     corr.write_text(
-        f"x,y,label,object_id\n{cx},{cy},1,{target['nucleus_id']}\n{cx + 3},{cy},0,{target['nucleus_id']}\n"
+        f"x,y,label,object_id\n{cx},{cy},1,{target['nucleus_id']}\n"
+        f"{cx + 3},{cy},0,{target['nucleus_id']}\n"
     )
     res = refine_output(
         synthetic_slide.path, first.output_dir, corr, tmp_path / "b", tiny_model, tile=256

@@ -41,7 +41,7 @@ def test_core_holds_centre_and_window_holds_core(w: int, h: int, fx: float, fy: 
     grid = WindowGrid((w, h), 256, 32)
     xy = np.array([[fx * (w - 1e-6), fy * (h - 1e-6)]])
     r, c = grid.cell_of(xy)[0]
-    x0, y0, x1, y1 = grid.window_box(int(r), int(c))
+    x0, _, x1, y1 = grid.window_box(int(r), int(c))
     assert c * grid.core <= xy[0, 0] < (c + 1) * grid.core
     assert x0 <= c * grid.core and min((c + 1) * grid.core, w) <= x1 and x1 <= w and y1 <= h
 

@@ -123,15 +123,30 @@ def read_prompts(path: str | Path) -> PromptSet:
 
         frame = pd.read_csv(path)
     elif suffix in (".parquet", ".pq"):
-        import pandas as pd
-
-        frame = pd.read_parquet(path)
+        frame = _parquet_frame(path)
     else:
         raise PromptError(
             f"prompt file {path.name!r} has suffix {suffix!r}; expected .csv, .parquet or .geojson"
         )
     columns = {str(c).strip().lower(): frame[c].to_numpy() for c in frame.columns}
     return _from_columns(columns, path.name, len(frame))
+
+
+def _parquet_frame(path: Path) -> Any:
+    """A Parquet table as a DataFrame; a nucleus table (``bbox`` struct) gives its boxes."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    names = set(table.column_names)
+    if "bbox" in names and "xmin" not in names:
+        # pathosam-wsi's nucleus table / a GeoParquet covering: boxes, object_id = nucleus_id
+        keep = [c for c in ("bbox", "nucleus_id", "object_id") if c in names]
+        frame = table.select(keep).flatten().to_pandas()
+        frame = frame.rename(columns={f"bbox.{k}": k for k in _BOX})
+        if "object_id" not in frame and "nucleus_id" in frame:
+            frame = frame.rename(columns={"nucleus_id": "object_id"})
+        return frame
+    return table.to_pandas()
 
 
 def _numeric(

@@ -111,3 +111,18 @@ def test_bad_files(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="feature 1: geometry type 'LineString'"):
         read_prompts(bad)
+
+
+def test_nucleus_table_parquet_gives_boxes(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bbox = pa.array(
+        [{"xmin": 1.0, "ymin": 2.0, "xmax": 5.0, "ymax": 6.0}],
+        pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")]),
+    )
+    path = tmp_path / "nuclei.parquet"
+    pq.write_table(pa.table({"nucleus_id": pa.array([42], pa.int64()), "bbox": bbox}), path)
+    p = read_prompts(path)
+    assert p.prompt_id.tolist() == [42]
+    assert p.box_xyxy.tolist() == [[1, 2, 5, 6]]

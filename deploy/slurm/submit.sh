@@ -2,7 +2,7 @@
 # Driver job: a small CPU allocation that holds the dask scheduler and the cohort loop for the
 # whole run; `--cluster slurm` submits the worker jobs (one GPU each) from inside it.
 #   sbatch deploy/slurm/submit.sh /shared/cohort/manifest.csv -o /shared/cohort/out \
-#       --jobs 8 --gpus-per-job 1 --model pathosam-vit-b ...     # any option of `run`
+#       --jobs 8 --gpus-per-job 1 --model vit_b_histopathology ...     # any option of `run`
 # Submit from the repository root (sbatch runs a spooled copy of this file). OUT and every slide
 # path must be on a file system that all compute nodes mount at the same path. Rerunning the
 # same command after a timeout or a failure resumes: finished slides are skipped, unfinished

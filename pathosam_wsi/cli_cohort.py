@@ -136,6 +136,13 @@ def _echo_table(rows: Any) -> None:
 @click.option("--job-walltime", help="slurm: --time of each job, HH:MM:SS (default 01:00:00).")
 @click.option("--job-memory", help="slurm: memory per job, e.g. 16GiB (default 4GiB).")
 @click.option(
+    "--job-check-interval",
+    type=click.FloatRange(0.1, 3600),
+    default=5.0,
+    show_default=True,
+    help="slurm: seconds between checks for ended worker jobs (they are replaced).",
+)
+@click.option(
     "--jobqueue-config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="slurm: YAML of further dask-jobqueue keys (cores, account, interface, ...).",
@@ -163,6 +170,7 @@ def run(
     gpus_per_job: int,
     job_walltime: str | None,
     job_memory: str | None,
+    job_check_interval: float,
     jobqueue_config: Path | None,
     **kw: Any,
 ) -> None:
@@ -196,6 +204,7 @@ def run(
                 gpus_per_job=gpus_per_job,
                 job_walltime=job_walltime,
                 job_memory=job_memory,
+                replace_interval_s=job_check_interval,
                 jobqueue_config=jobqueue_config,
                 work_dir=out_dir / ".slurm",
             )

@@ -154,7 +154,9 @@ def test_scancel_worker_job_mid_run(synthetic_slides: list[Path], tmp_path: Path
         segment_slide(p, tmp_path / "ref", small_config())
     manifest = write_manifest(tmp_path / "m.csv", slides)
     out = tmp_path / "out"
+    # Ended jobs are looked for every 0.3 s, so the replacement happens while the cohort runs.
     args = [*SLURM_ARGS, "--blocks-per-task", "1", "--slides-in-flight", "1"]
+    args += ["--job-check-interval", "0.3"]
     proc = subprocess.Popen(
         _cli(manifest, out, *args),
         cwd=tmp_path,

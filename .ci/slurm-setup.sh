@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster on this machine for tests/distributed/test_slurm.py (stack.md P13):
+# A single-node SLURM cluster on this machine for tests/distributed/test_slurm.py (docs/stack.md P13):
 # munged, slurmctld and slurmd from Debian's slurm-wlm/munge packages, one node with this
 # machine's CPUs, one partition "debug". Idempotent: daemons already running (pid file alive)
 # are left alone, so CI and the test fixture may both call it.

@@ -163,5 +163,5 @@ def main() -> None:
         args.json.write_text(text + "\n")
 
 
-if __name__ == "__main__":  # LocalCluster workers re-import __main__ (stack.md P11)
+if __name__ == "__main__":  # LocalCluster workers re-import __main__ (docs/stack.md P11)
     main()

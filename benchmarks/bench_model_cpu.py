@@ -1,7 +1,8 @@
 """CPU throughput of the PathoSAM ViT-B model (encoder / decoder split) and precision deviations.
 
 Deterministic golden weights (SAM vit_b base seed 1000, conv-transpose decoder base seed 2000,
-pathosam-reference.md §12), one synthetic 512x512 H&E-like block padded to 1024 as the reference.
+docs/pathosam-reference.md §12), one synthetic 512x512 H&E-like block padded to 1024 as the
+reference.
 For each precision: the median time of ``--repeats`` encoder and decoder forwards (after one
 untimed warm-up) and blocks/s; the maximum absolute difference of the three maps (resized back to
 512x512) from fp32, and the mSA between the label outputs (``ais_watershed``) of each precision

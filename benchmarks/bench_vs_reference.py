@@ -2,7 +2,8 @@
 
 Both sides get the same deterministic input (a 1024x1024 crop of a slide, default the centre of
 the sample slide) and the same deterministic vit_b weights (SAM seed 1000, AIS decoder seed 2000,
-pathosam-reference.md §12), tile 384 + halo 64 (9 blocks of <= 512 px), batch size 1, CPU. Every
+docs/pathosam-reference.md §12), tile 384 + halo 64 (9 blocks of <= 512 px), batch size 1, CPU.
+Every
 variant runs in its own fresh subprocess that reports its own timings, so imports and model
 loading are measured apart from inference on both sides; the variants alternate
 (reference, ours fp32, ours bf16, reference, ...) and the medians are reported.
@@ -15,7 +16,8 @@ loading are measured apart from inference on both sides; the variants alternate
 
 Ours runs with ``intensity="per_tile_minmax"``, the input stretch that micro-sam 1.8.14 applies
 (the engine's default, ``none``, follows training). The reference's tiled watershed labels seeds
-4-connected, ours (like the reference's non-tiled path) 8-connected (pathosam-reference.md §7.2);
+4-connected, ours (like the reference's non-tiled path) 8-connected
+(docs/pathosam-reference.md §7.2);
 on the noise-like maps of random weights this changes many objects, so the table also gives the
 mSA against the reference's NON-tiled post-processing of its own stitched maps.
 Random weights give near-constant maps (no object at the default 0.5 thresholds), so both sides

@@ -4,7 +4,8 @@ Runs with the reference environment's python (``refenv/bin/python`` or
 ``$PATHOSAM_WSI_REF_PYTHON``; recipe in ``tests/model/golden/README.md``), never with the project's.
 It regenerates the deterministic
 golden weights (SAM vit_b seed 1000, decoder seed 2000; ``make_golden.write_weights`` refuses
-weights whose sha256 differs from pathosam-reference.md §12), then runs the calls that micro-sam's
+weights whose sha256 differs from docs/pathosam-reference.md §12), then
+runs the calls that micro-sam's
 ``automatic_instance_segmentation`` makes for a tiled 2D image (as the patho-sam CLI, batch size 1):
 ``precompute_image_embeddings`` (encoder), ``TiledInstanceSegmentationWithDecoder.initialize``
 (decoder and map stitching) and ``generate`` (tiled watershed). Each step is timed on its own;

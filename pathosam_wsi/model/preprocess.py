@@ -1,4 +1,6 @@
-"""Per-tile input preparation and output resizing as the reference (pathosam-reference.md §3, §4.3).
+"""Per-tile input preparation and output resizing as the reference.
+
+See docs/pathosam-reference.md §3 and §4.3.
 
 uint8 RGB tile -> optional per-channel min-max stretch (micro-sam >= 1.7) -> PIL bilinear resize of
 the longest side to 1024 -> SAM normalisation -> zero padding (bottom/right) to 1024 x 1024.

@@ -6,10 +6,10 @@ Two families share one interface (:class:`PromptModel`):
   encoder (64² embedding, 256² input frame) and mask decoder, from ``lite_medsam.pth``;
 - ``vit_b_histopathology`` / ``vit_l_...`` / ``vit_h_...``: SAM's ViT encoder (1024² input) with the
   prompt encoder and mask decoder that the PathoSAM encoder files carry
-  (pathosam-reference.md §2.2).
+  (docs/pathosam-reference.md §2.2).
 
 Prompt encoder and mask decoder are segment-anything's own classes, imported without torchvision
-(stack.md P4). Every checkpoint is read with ``weights_only=True`` and loaded strictly.
+(docs/stack.md P4). Every checkpoint is read with ``weights_only=True`` and loaded strictly.
 
 Coordinates given to :meth:`PromptModel.decode` are continuous window pixels (pixel centres at
 +0.5, house style); SAM's prompt encoder adds 0.5 itself, so 0.5 is subtracted before the call.

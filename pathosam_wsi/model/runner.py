@@ -12,7 +12,7 @@ error halves it and the working size is remembered per device and model for the 
 process.
 
 The decoder BatchNorm layers use per-tile statistics by default, so a tile's output does not
-depend on the other tiles of its batch (pathosam-reference.md §5).
+depend on the other tiles of its batch (docs/pathosam-reference.md §5).
 """
 
 from __future__ import annotations

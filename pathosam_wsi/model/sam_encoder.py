@@ -1,8 +1,8 @@
 """segment-anything's ViT image encoder, built without torchvision, plus an optional SDPA attention.
 
-The SAM package imports torchvision in its ``__init__`` (stack.md P4), which this project does not
-install. We register an empty package object for ``segment_anything`` so that its ``__init__`` is
-never executed, then import the model sub-modules, which only need torch.
+The SAM package imports torchvision in its ``__init__`` (docs/stack.md P4), which this project does
+not install. We register an empty package object for ``segment_anything`` so that its
+``__init__`` is never executed, then import the model sub-modules, which only need torch.
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ ENCODER_SPECS: dict[str, dict[str, Any]] = {
         "global_attn_indexes": (7, 15, 23, 31),
     },
 }
-"""Per-size hyper-parameters of segment-anything's ``build_sam.py`` (pathosam-reference.md §2.2)."""
+"""Per-size hyper-parameters of segment-anything's ``build_sam.py``.
+
+See docs/pathosam-reference.md §2.2.
+"""
 
 _COMMON = {"img_size": 1024, "patch_size": 16, "window_size": 14, "out_chans": 256}
 _OVERRIDABLE = frozenset(
@@ -116,7 +119,7 @@ def build_image_encoder(
     Parameters
     ----------
     model_type : {"vit_b", "vit_l", "vit_h"}
-        Encoder size (pathosam-reference.md §2.2).
+        Encoder size (docs/pathosam-reference.md §2.2).
     sdpa : bool
         Use :func:`enable_sdpa_attention` (same weights, faster attention).
     **overrides

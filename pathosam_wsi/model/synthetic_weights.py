@@ -1,6 +1,6 @@
-"""Deterministic random weights from key names and shapes (pathosam-reference.md §12, step 1).
+"""Deterministic random weights from key names and shapes (docs/pathosam-reference.md §12, step 1).
 
-The rule matches the reference golden generator (``reference-env/reference_golden.py``): for the
+The rule matches the reference golden generator (``tests/model/golden/make_golden.py``): for the
 i-th key in sorted key order, a ``torch.Generator`` seeded with ``base_seed + i`` draws
 ``randn(shape) * std`` in float32; ``*.running_var`` becomes ``1 + |v|``; integer tensors
 (``num_batches_tracked``) are zero; the result keeps the template's key order. The same rule gives
@@ -120,7 +120,7 @@ def sam_state_dict_template(
 def decoder_state_dict_template(
     use_conv_transpose: bool = True, out_channels: int = 3
 ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Key -> (shape, dtype) of the UNETR decoder (66 keys, pathosam-reference.md §2.3)."""
+    """Key -> (shape, dtype) of the UNETR decoder (66 keys, docs/pathosam-reference.md §2.3)."""
     with torch.device("meta"):
         decoder = AISDecoder(out_channels=out_channels, use_conv_transpose=use_conv_transpose)
     return {key: (tuple(v.shape), v.dtype) for key, v in decoder.state_dict().items()}

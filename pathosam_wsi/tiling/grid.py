@@ -4,7 +4,7 @@ Core blocks tile the region of interest without overlap. Cells are aligned to mu
 ``tile_px`` in the image frame (so each core lies inside one output chunk, whatever the ROI) and
 each core is its cell clipped to the region. Each block's outer box is the core grown by
 ``halo_px`` on every side and clipped to the image, never padded (as the reference's blocking,
-pathosam-reference.md §6.1). Block ids are C-order (row-major) over the grid.
+docs/pathosam-reference.md §6.1). Block ids are C-order (row-major) over the grid.
 """
 
 from __future__ import annotations

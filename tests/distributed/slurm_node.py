@@ -1,7 +1,7 @@
 """A single-node SLURM cluster for the tests: reuse a running one, else start it as root.
 
 ``.ci/slurm-setup.sh`` installs Debian's slurm-wlm and munge when they are missing and starts
-munged, slurmctld and slurmd with one node of this machine's CPUs (stack.md P13). Where that is
+munged, slurmctld and slurmd with one node of this machine's CPUs (docs/stack.md P13). Where that is
 not possible (not root, no packages, no network) the tests that need SLURM skip, naming why.
 """
 

@@ -1,4 +1,4 @@
-"""Safe strict checkpoint loading (pathosam-reference.md §1.4, §2)."""
+"""Safe strict checkpoint loading (docs/pathosam-reference.md §1.4, §2)."""
 
 from __future__ import annotations
 

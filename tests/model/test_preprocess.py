@@ -1,4 +1,4 @@
-"""Preprocessing and map resizing against the reference (pathosam-reference.md §3, §4.3)."""
+"""Preprocessing and map resizing against the reference (docs/pathosam-reference.md §3, §4.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Deterministic weights: the reference rule and checksums (pathosam-reference.md §12 step 1)."""
+"""Deterministic weights: the reference rule and checksums.
+
+See docs/pathosam-reference.md §12, step 1.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pathosam_wsi.errors import ConfigError
 from pathosam_wsi.model.unetr_decoder import AISDecoder
 
-# pathosam-reference.md §2.3, conv-transpose variant: key -> shape.
+# docs/pathosam-reference.md §2.3, conv-transpose variant: key -> shape.
 _COMMON = {
     "decoder.blocks.0.block.1.weight": (256, 512, 3, 3),
     "decoder.blocks.0.block.1.bias": (256,),

@@ -7,7 +7,7 @@ own environment::
 
 Writes ``golden_ais.npz`` (compressed arrays) and ``golden_ais.json`` (versions, weight checksums,
 thresholds, object counts, timings). The deterministic random weights are written to a temporary
-folder and deleted; only their sha256 checksums are kept (pathosam-reference.md §12 step 1).
+folder and deleted; only their sha256 checksums are kept (docs/pathosam-reference.md §12 step 1).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 URLs and hashes are those of micro-sam's model registry and patho-sam's semantic decoder
 (docs/pathosam-reference.md §1). The default cache folder is micro-sam's (``$MICROSAM_CACHEDIR``
 or the OS cache folder of ``micro_sam``, sub-folder ``models/``), so users who already ran micro-sam
-do not download again; ``$PATHOSAM_WSI_CACHE`` replaces it. A download goes to a temporary file in the
-cache folder, is hash-checked against the registry, renamed atomically into place, and gets a
+do not download again; ``$PATHOSAM_WSI_CACHE`` replaces it. A download goes to a temporary file in
+the cache folder, is hash-checked against the registry, renamed atomically into place, and gets a
 ``<file>.sha256`` sidecar that later loads verify.
 """
 

@@ -173,11 +173,14 @@ class InferenceLoop:
                 return
 
     def _serve(self, batch: list[_Request]) -> None:
-        """One model call for the batch; on failure each tile is retried alone, so one bad tile
-        fails only its own future, never the other slides' tiles that shared its batch."""
+        """Run the batch's requests that were not cancelled."""
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-        if not live:
-            return
+        if live:
+            self._call(live)
+
+    def _call(self, live: list[_Request]) -> None:
+        """One model call; on failure each tile is retried alone, so one bad tile fails only its
+        own future, never the other slides' tiles that shared its batch."""
         t0 = time.perf_counter()
         try:
             outputs = self.model.predict([r.tile for r in live])
@@ -187,7 +190,7 @@ class InferenceLoop:
                 return
             log.debug("batch of %d failed (%s); retrying tile by tile", len(live), err)
             for r in live:
-                self._retry_one(r)
+                self._call([r])
             return
         t1 = time.perf_counter()
         with self._stats_lock:
@@ -195,18 +198,6 @@ class InferenceLoop:
         share = (t1 - t0) / len(live)
         for r, out in zip(live, outputs, strict=True):
             r.future.set_result(Prediction(out, share, len(live)))
-
-    def _retry_one(self, request: _Request) -> None:
-        t0 = time.perf_counter()
-        try:
-            (output,) = self.model.predict([request.tile])
-        except Exception as err:
-            request.future.set_exception(err)
-            return
-        t1 = time.perf_counter()
-        with self._stats_lock:
-            self.stats.record(1, t0, t1)
-        request.future.set_result(Prediction(output, t1 - t0, 1))
 
 
 _LOOPS: dict[tuple[ModelConfig, float], InferenceLoop] = {}

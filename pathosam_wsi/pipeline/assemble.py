@@ -12,10 +12,10 @@ import pyarrow as pa
 
 from pathosam_wsi.export.geoparquet import NucleusTableWriter, PolygonRings
 from pathosam_wsi.export.omezarr import open_levels, write_core
-from pathosam_wsi.pipeline.plan import SlidePlan, block_file
+from pathosam_wsi.pipeline.plan import SlidePlan
+from pathosam_wsi.pipeline.results import BlockFile
 from pathosam_wsi.postprocess.features import FEATURE_COLUMNS
 from pathosam_wsi.stitch.ids import assign_global_ids
-from pathosam_wsi.stitch.packing import unpack_array, unpack_arrays
 from pathosam_wsi.stitch.paint import OwnedTile, paint_core
 
 __all__ = ["blocks_to_paint", "global_luts", "paint_blocks", "write_table"]
@@ -27,8 +27,7 @@ def global_luts(plan: SlidePlan) -> dict[int, npt.NDArray[np.uint32]]:
     """Local -> global id tables of every processed block (reads only the ``key`` arrays)."""
     keys = {}
     for b in plan.block_ids:
-        with np.load(block_file(plan, b)) as data:
-            keys[b] = data["key"]
+        keys[b] = BlockFile.of(plan, b).load("key")["key"]
     return assign_global_ids(keys)
 
 
@@ -47,8 +46,7 @@ def paint_blocks(plan: SlidePlan, block_ids: Sequence[int], luts: Luts) -> int:
 
     @lru_cache(maxsize=16)
     def tile_labels(b: int) -> npt.NDArray[np.uint32]:
-        with np.load(block_file(plan, b)) as data:
-            return unpack_array(data, "labels")
+        return BlockFile.of(plan, b).load("labels")["labels"]
 
     painted = 0
     for b in block_ids:
@@ -67,8 +65,7 @@ def paint_blocks(plan: SlidePlan, block_ids: Sequence[int], luts: Luts) -> int:
 def _block_columns(
     plan: SlidePlan, b: int, lut: npt.NDArray[np.uint32], class_names: Sequence[str] | None
 ) -> dict[str, object]:
-    with np.load(block_file(plan, b)) as data:
-        d = unpack_arrays(data, exclude=("labels",))
+    d = BlockFile.of(plan, b).load_except("labels")
     mpp_l0, mpp = plan.frame.mpp_l0, plan.frame.mpp
     cols: dict[str, object] = {
         "nucleus_id": lut[1:].astype(np.int64),

@@ -16,8 +16,8 @@ import numpy.typing as npt
 
 from pathosam_wsi.model.base import ModelOutput
 from pathosam_wsi.model.loop import loop_for
-from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file
-from pathosam_wsi.pipeline.results import BlockSummary, BlockTimings
+from pathosam_wsi.pipeline.plan import SlidePlan
+from pathosam_wsi.pipeline.results import BlockFile, BlockSummary, BlockTimings
 from pathosam_wsi.tiling.grid import Block
 
 __all__ = ["block_arrays", "run_shard"]
@@ -57,8 +57,12 @@ def run_shard(plan: SlidePlan, block_ids: Sequence[int]) -> list[BlockSummary]:
     other threads and slides) while this thread post-processes. Blocks whose result file already
     exists are not redone (resume).
     """
-    summaries = [_summary_of_existing(plan, b) for b in block_ids if block_file(plan, b).exists()]
-    todo = [b for b in block_ids if not block_file(plan, b).exists()]
+    files = {b: BlockFile.of(plan, b) for b in block_ids}
+    done = {b for b, f in files.items() if f.exists()}
+    summaries = [
+        _summary(b, files[b].load("key", "at_halo_edge", "area_px")) for b in block_ids if b in done
+    ]
+    todo = [b for b in block_ids if b not in done]
     if not todo:
         return summaries
     loop = loop_for(plan.config.model, plan.frame.mpp)
@@ -72,7 +76,7 @@ def run_shard(plan: SlidePlan, block_ids: Sequence[int]) -> list[BlockSummary]:
         prediction = future.result()
         arrays, timing = block_arrays(plan, plan.grid.block(b), prediction.output, tile)
         t3 = time.perf_counter()
-        atomic_save_npz(block_file(plan, b), arrays)
+        files[b].save(arrays)
         timings = BlockTimings(
             read_s=read_s,
             model_s=prediction.device_s,
@@ -99,9 +103,3 @@ def _summary(
         timings=timings or BlockTimings(),
         batch_size=batch_size,
     )
-
-
-def _summary_of_existing(plan: SlidePlan, block_id: int) -> BlockSummary:
-    with np.load(block_file(plan, block_id)) as data:
-        arrays = {k: data[k] for k in ("key", "at_halo_edge", "area_px")}
-    return _summary(block_id, arrays)

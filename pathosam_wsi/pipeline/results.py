@@ -1,6 +1,8 @@
 """Typed results that cross task boundaries, each owning its file format.
 
 - :class:`BlockSummary`: what a block task reports to the driver (small; no arrays).
+- :class:`BlockFile`: one block's result file (``blocks/b<id>.npz``), the one reader and writer of
+  its format (label images zstd-packed, see ``stitch/packing.py``).
 - :class:`GlobalIds`: the local -> global id tables of every block of a slide, computed once on a
   worker and kept in ``ids.npz`` of the staging folder, where paint and table tasks read them.
 """
@@ -16,8 +18,10 @@ import numpy as np
 import numpy.typing as npt
 
 from pathosam_wsi.export.atomic import atomic_write
+from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file
+from pathosam_wsi.stitch.packing import unpack_array, unpack_arrays
 
-__all__ = ["BlockSummary", "BlockTimings", "GlobalIds"]
+__all__ = ["BlockFile", "BlockSummary", "BlockTimings", "GlobalIds"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,38 @@ class BlockSummary:
     timings: BlockTimings = field(default_factory=BlockTimings)
     batch_size: int = 0
     """Tiles in the model call that carried this block (0: resumed from its file)."""
+
+
+@dataclass(frozen=True)
+class BlockFile:
+    """One block's result file in the staging folder."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, plan: SlidePlan, block_id: int) -> BlockFile:
+        """The result file of ``block_id`` in ``plan``'s staging folder."""
+        return cls(block_file(plan, block_id))
+
+    def exists(self) -> bool:
+        """Whether the block is finished (files appear whole or not at all)."""
+        return self.path.exists()
+
+    def save(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Write the block's arrays atomically."""
+        atomic_save_npz(self.path, dict(arrays))
+
+    def load(self, *names: str) -> dict[str, npt.NDArray[Any]]:
+        """The named arrays (every array when no name is given)."""
+        with np.load(self.path) as data:
+            if not names:
+                return unpack_arrays(data)
+            return {name: unpack_array(data, name) for name in names}
+
+    def load_except(self, *names: str) -> dict[str, npt.NDArray[Any]]:
+        """Every array but the named ones (e.g. all per-nucleus columns without ``labels``)."""
+        with np.load(self.path) as data:
+            return unpack_arrays(data, exclude=names)
 
 
 @dataclass(frozen=True)

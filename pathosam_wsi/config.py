@@ -103,6 +103,9 @@ class TilingConfig:
 
     tile_px: int = 512
     halo_px: int = 64
+    max_window_px: int = 2048
+    """Largest window (px on a side) a block reads to hold a foreground region its halo box cuts
+    (models with local maps only, e.g. ``classical``); regions that need more are counted."""
 
     def __post_init__(self) -> None:
         _check_number(
@@ -121,6 +124,14 @@ class TilingConfig:
             HALO_PX_MAX,
             unit=" px",
             hint="pass e.g. --halo 64",
+        )
+        _check_number(
+            "tiling",
+            "max_window_px",
+            self.max_window_px,
+            *TILE_PX_RANGE,
+            unit=" px",
+            hint="pass e.g. --max-window 2048",
         )
 
 

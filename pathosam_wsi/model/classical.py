@@ -7,20 +7,25 @@ and the tool runs offline on any CPU:
    ``skimage.color.rgb2hed``), lightly smoothed, minus its local background (a grey opening with
    a disk of ``background_radius_um``: a white top-hat, robust to stain strength);
 2. foreground probability: a logistic function of that excess density around a fixed threshold;
-3. nuclei: the foreground mask split by a watershed on its distance transform, seeded by the
-   distance transform's h-maxima;
+3. nuclei: the foreground mask, its small background pockets filled, split by a watershed on its
+   distance transform, seeded by the distance transform's h-maxima;
 4. per nucleus, the normalised distance to its centre and the normalised inverted distance to
    its boundary, as PathoSAM's decoder is trained to predict (torch-em PerObjectDistanceTransform).
    Coarser than 0.55 µm/px, where a nucleus is only a few pixels wide and the watershed's fixed
    1.6 px smoothing would erase those ramps, both maps are flat instead: 0 inside a nucleus, 1 in
    background and where two nuclei touch. The model supports 0.25-1.0 µm/px (runs outside warn).
 
-Every step is local (bounded support or confined to one connected foreground component), so a
-nucleus that lies well inside a block gets exactly the maps it would get in the whole image.
+Every step is local: the foreground probability depends only on pixels within ``context_px``,
+and the two distance maps of a pixel only on the connected foreground region that holds it (the
+hole filling is bounded, each nucleus is measured from its own centre, and no step uses a value
+of the whole tile). So a region that lies, with ``context_px`` to spare, inside two different
+tiles gets the same maps in both; ``pathosam_wsi.stitch.regions`` grows the window of a block
+until that holds for the regions it keeps.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +55,8 @@ class ClassicalParams:
     min_area_um2: float = 8.0
     seed_h_um: float = 0.6
     """Minimum dynamic of a distance-transform maximum to seed its own nucleus."""
+    max_hole_um: float = 8.0
+    """Background pockets inside the mask up to this extent (µm, both axes) are filled."""
 
 
 class ClassicalModel:
@@ -62,6 +69,28 @@ class ClassicalModel:
         self.mpp = float(mpp)
         self.params = params or ClassicalParams()
 
+    @property
+    def context_px(self) -> int:
+        """Reach of the local filters, px: how far from a pixel its foreground value may look.
+
+        The Gaussian (3 sigma), the grey opening (its disk twice: erosion, then dilation) and the
+        bounded hole filling (a pocket's extent, diagonal). The centre and boundary maps of a pixel
+        depend, beyond that, only on the connected foreground region that holds it
+        (``pathosam_wsi.stitch.regions`` relies on both facts).
+        """
+        p = self.params
+        gauss_px = int(3.0 * p.smoothing_um / self.mpp + 0.5)
+        hole_px = math.ceil(math.sqrt(2) * (self._max_hole_px + 1))
+        return gauss_px + 2 * self._radius_px + 1 + hole_px + 1
+
+    @property
+    def _radius_px(self) -> int:
+        return max(1, round(self.params.background_radius_um / self.mpp))
+
+    @property
+    def _max_hole_px(self) -> int:
+        return max(1, round(self.params.max_hole_um / self.mpp))
+
     def predict(self, tiles: Sequence[npt.NDArray[np.uint8]]) -> list[ModelOutput]:
         """Maps for each (H, W, 3) uint8 RGB tile; tiles are independent of each other."""
         return [ModelOutput(ais=self.maps(tile)) for tile in tiles]
@@ -71,9 +100,8 @@ class ClassicalModel:
         p = self.params
         od = rgb2hed(tile)[..., 0].astype(np.float32)
         od = ndi.gaussian_filter(od, p.smoothing_um / self.mpp, mode="mirror", truncate=3.0)
-        radius_px = max(1, round(p.background_radius_um / self.mpp))
         # A disk decomposed into a sequence of small footprints: ~3.5x faster than the full disk.
-        od = od - opening(od, disk(radius_px, decomposition="sequence"))
+        od = od - opening(od, disk(self._radius_px, decomposition="sequence"))
         fg = 1.0 / (1.0 + np.exp(-(od - p.hematoxylin_od_thresh) / p.od_softness))
         fg = fg.astype(np.float32)
         nuclei = self._split_nuclei(fg > 0.5)
@@ -86,7 +114,7 @@ class ClassicalModel:
     def _split_nuclei(self, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
         """Instance labels: the mask cleaned, filled and split at distance-transform saddles."""
         p = self.params
-        mask = ndi.binary_fill_holes(mask)
+        mask = _fill_small_holes(mask, self._max_hole_px)
         comps, n = ndi.label(mask)
         if n == 0:
             return np.zeros(mask.shape, np.int32)
@@ -95,7 +123,7 @@ class ClassicalModel:
         keep[0] = False
         mask = keep[comps]
         edt = ndi.distance_transform_edt(mask).astype(np.float32)
-        seeds = h_maxima(edt, p.seed_h_um / self.mpp) & mask
+        seeds = _h_maxima_local(edt, p.seed_h_um / self.mpp) & mask
         markers, _ = ndi.label(seeds, structure=np.ones((3, 3), bool))
         return watershed(-edt, markers, mask=mask, connectivity=1).astype(np.int32)
 
@@ -116,12 +144,46 @@ def _distance_maps(
     max_edt = np.asarray(ndi.maximum(edt, nuclei, index), np.float32)
     denom = np.maximum(max_edt, 1.0)[nuclei[fg] - 1]
     boundary[fg] = np.clip((max_edt[nuclei[fg] - 1] - edt[fg]) / denom, 0.0, 1.0)
-    centres = np.zeros(nuclei.shape, bool)
-    centres.ravel()[_first_maximum(edt, nuclei, max_edt)] = True
-    dist = ndi.distance_transform_edt(~centres).astype(np.float32)
+    # Distance to the nucleus's own centre (torch-em's PerObjectDistanceTransform works per object):
+    # a distance transform of all centres would let a neighbour's centre, possibly in another
+    # region, shape this nucleus's map.
+    cy, cx = np.divmod(_first_maximum(edt, nuclei, max_edt), nuclei.shape[1])
+    rows, cols = np.nonzero(fg)
+    lab = nuclei[fg] - 1
+    dist = np.zeros(nuclei.shape, np.float32)
+    dist[fg] = np.hypot(rows - cy[lab], cols - cx[lab]).astype(np.float32)
     max_dist = np.asarray(ndi.maximum(dist, nuclei, index), np.float32)
-    centre[fg] = np.clip(dist[fg] / np.maximum(max_dist, 1.0)[nuclei[fg] - 1], 0.0, 1.0)
+    centre[fg] = np.clip(dist[fg] / np.maximum(max_dist, 1.0)[nuclei[fg] - 1], 0.0, _BELOW_ONE)
     return centre, boundary
+
+
+def _fill_small_holes(mask: npt.NDArray[np.bool_], max_extent_px: int) -> npt.NDArray[np.bool_]:
+    """Fill the 4-connected background pockets whose bounding box is at most ``max_extent_px``.
+
+    ``binary_fill_holes`` fills every pocket not connected to the tile border: whether a pocket
+    (e.g. a gland lumen ringed by nuclei) is filled then depends on where the tile ends. A pocket
+    of bounded extent is decided by the pixels within that extent, whatever the tile.
+    """
+    pockets, n = ndi.label(~mask)
+    if n == 0:
+        return mask
+    small = np.zeros(n + 1, bool)
+    for i, sl in enumerate(ndi.find_objects(pockets), start=1):
+        if sl is not None:
+            small[i] = max(s.stop - s.start for s in sl) <= max_extent_px
+    return mask | small[pockets]
+
+
+def _h_maxima_local(edt: npt.NDArray[np.float32], h: float) -> npt.NDArray[np.bool_]:
+    """``h_maxima`` whose answer for one component does not depend on the rest of the tile.
+
+    ``h_maxima`` always keeps the tile's global maximum, even below ``h``; a one-pixel peak above
+    everything, isolated by a zero frame, takes that role, so every component is judged by its
+    own dynamic.
+    """
+    padded = np.pad(edt, 2)
+    padded[0, 0] = float(edt.max(initial=0.0)) + 2 * h + 1
+    return h_maxima(padded, h)[2:-2, 2:-2].astype(bool)
 
 
 def _flat_core_map(nuclei: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
@@ -136,6 +198,7 @@ def _flat_core_map(nuclei: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
         fg, mode="inner"
     )
     out = np.ones(nuclei.shape, np.float32)
+    out[fg] = _BELOW_ONE
     out[fg & ~touching] = 0.0
     return out
 
@@ -157,6 +220,9 @@ def _first_maximum(
     return idx[first]
 
 
+_BELOW_ONE = np.nextafter(np.float32(1.0), np.float32(0.0))
+"""The centre map's largest value on a nucleus: 1 marks background only, so the nucleus pixels
+are exactly those with a map below 1 (``stitch/regions.py`` finds regions that way)."""
 RAMP_MAPS_MAX_MPP = 0.55
 """Coarsest working µm/px with PathoSAM-like ramp maps; coarser tiles get flat-core maps."""
 SUPPORTED_MPP = (0.25, 1.0)

@@ -18,9 +18,19 @@ from pathosam_wsi.postprocess.features import FEATURE_COLUMNS
 from pathosam_wsi.stitch.ids import assign_global_ids
 from pathosam_wsi.stitch.paint import OwnedTile, paint_core
 
-__all__ = ["blocks_to_paint", "global_luts", "paint_blocks", "write_table"]
+__all__ = [
+    "blocks_to_paint",
+    "blocks_under",
+    "global_luts",
+    "paint_blocks",
+    "wide_label_boxes",
+    "write_table",
+]
 
 Luts = Mapping[int, npt.NDArray[np.uint32]]
+
+
+Box = tuple[int, int, int, int]
 
 
 def global_luts(plan: SlidePlan) -> dict[int, npt.NDArray[np.uint32]]:
@@ -31,31 +41,68 @@ def global_luts(plan: SlidePlan) -> dict[int, npt.NDArray[np.uint32]]:
     return assign_global_ids(keys)
 
 
-def blocks_to_paint(plan: SlidePlan) -> list[int]:
-    """Processed blocks and their neighbours (nuclei may spill into a skipped neighbour)."""
+def wide_label_boxes(plan: SlidePlan) -> dict[int, Box]:
+    """block -> label box of the blocks whose label tile reaches beyond their halo box."""
+    wide: dict[int, Box] = {}
+    for b in plan.block_ids:
+        try:
+            box = tuple(int(v) for v in BlockFile.of(plan, b).load("labels_box_px")["labels_box_px"])
+        except KeyError:  # files of blocks written without the window rule
+            continue
+        if box != plan.grid.block(b).outer_px:
+            wide[b] = box  # type: ignore[assignment]
+    return wide
+
+
+def _meets(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def blocks_under(plan: SlidePlan, wide: Mapping[int, Box], block_ids: Sequence[int]) -> set[int]:
+    """The blocks of ``wide`` whose label box meets the core of one of ``block_ids``."""
+    out = set()
+    for b in block_ids:
+        core = plan.grid.block(b).core_px
+        out.update(w for w, box in wide.items() if _meets(box, core))
+    return out
+
+
+def blocks_to_paint(plan: SlidePlan, wide: Mapping[int, Box] | None = None) -> list[int]:
+    """Processed blocks and their neighbours (nuclei may spill into a skipped neighbour), and
+    every block under a wide label box."""
     out = set(plan.block_ids)
     for b in plan.block_ids:
         out.update(n.block_id for n in plan.grid.neighbours(plan.grid.block(b)))
+    for box in (wide or {}).values():
+        out.update(b.block_id for b in plan.grid if _meets(box, b.core_px))
     return sorted(out)
 
 
-def paint_blocks(plan: SlidePlan, block_ids: Sequence[int], luts: Luts) -> int:
-    """Paint and write the final labels of these blocks' cores; returns pixels labelled."""
+def paint_blocks(
+    plan: SlidePlan, block_ids: Sequence[int], luts: Luts, wide: Mapping[int, Box] | None = None
+) -> int:
+    """Paint and write the final labels of these blocks' cores; returns pixels labelled.
+
+    ``wide`` maps the blocks whose label tile is larger than their halo box to that box.
+    """
     levels = open_levels(plan.labels_path)
     processed = set(plan.block_ids)
+    wide = wide or {}
 
     @lru_cache(maxsize=16)
     def tile_labels(b: int) -> npt.NDArray[np.uint32]:
         return BlockFile.of(plan, b).load("labels")["labels"]
 
+    def owned_tile(b: int) -> OwnedTile:
+        box = wide.get(b, plan.grid.block(b).outer_px)
+        return OwnedTile(b, box, tile_labels(b), luts[b])
+
     painted = 0
     for b in block_ids:
         block = plan.grid.block(b)
-        tiles = [
-            OwnedTile(n.block_id, n.outer_px, tile_labels(n.block_id), luts[n.block_id])
-            for n in [block, *plan.grid.neighbours(block)]
-            if n.block_id in processed
-        ]
+        near = {n.block_id for n in [block, *plan.grid.neighbours(block)]} & processed
+        near |= blocks_under(plan, wide, [b]) & processed
+        tiles = [owned_tile(n) for n in sorted(near)]
         core = paint_core(block.core_px, b, tiles)
         write_core(levels, block.core_px, core)
         painted += int(np.count_nonzero(core))

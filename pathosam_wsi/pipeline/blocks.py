@@ -8,16 +8,26 @@ memory stays flat and finished blocks survive an interrupted run.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from pathosam_wsi._types import BoxXYXY
 from pathosam_wsi.model.base import ModelOutput
 from pathosam_wsi.model.loop import loop_for
 from pathosam_wsi.pipeline.plan import SlidePlan
 from pathosam_wsi.pipeline.results import BlockFile, BlockSummary, BlockTimings
+from pathosam_wsi.pipeline.windows import (
+    BlockFit,
+    Window,
+    context_box,
+    fit_block,
+    model_context_px,
+    segment_fn,
+    watershed_reach_px,
+)
 from pathosam_wsi.tiling.grid import Block
 
 __all__ = ["block_arrays", "run_shard"]
@@ -49,32 +59,102 @@ def block_arrays(
     return arrays, timing
 
 
+def fitted_block_arrays(
+    plan: SlidePlan, block: Block, first: Window, segment_box: Callable[[BoxXYXY], Window]
+) -> tuple[dict[str, npt.NDArray[Any]], dict[str, float], BlockFit]:
+    """The window rule (``pipeline/windows.py``), then ownership and measurements of one block.
+
+    ``first`` is the block's segmented halo box; ``segment_box`` reads and segments a window.
+    """
+    from pathosam_wsi.postprocess.block import measure_owned
+
+    t0 = time.perf_counter()
+    reach = watershed_reach_px(plan.config.watershed)
+    fit = fit_block(
+        block, first, plan.frame.wh_px, reach, plan.config.tiling.max_window_px, segment_box
+    )
+    t1 = time.perf_counter()
+    pseudo = Block(block.block_id, block.row, block.col, block.core_px, fit.box_px)
+    arrays = measure_owned(
+        fit.labels,
+        fit.fg_prob,
+        fit.semantic,
+        fit.tile,
+        pseudo,
+        plan.frame.wh_px,
+        plan.frame.downsample,
+        plan.frame.mpp_l0,
+        plan.frame.mpp,
+    )
+    # A nucleus is at the edge only when its region did not fit the largest window.
+    arrays["at_halo_edge"] = _exceeded(arrays["labels"], fit)
+    arrays["regions_refit"] = np.array([fit.regions_refit, fit.regions_exceeding_window], np.int64)
+    return arrays, {"watershed_s": t1 - t0, "stitch_s": time.perf_counter() - t1}, fit
+
+
+def _exceeded(labels: npt.NDArray[np.uint32], fit: BlockFit) -> npt.NDArray[np.bool_]:
+    """(n,) bool per owned nucleus (local ids of ``labels``): from a region that did not fit."""
+    n = int(labels.max(initial=0))
+    flags = np.zeros(n + 1, bool)
+    if fit.exceeded_ids:
+        before = fit.labels.ravel()
+        after = labels.ravel()
+        hit = np.isin(before, np.fromiter(fit.exceeded_ids, np.int64)) & (after > 0)
+        flags[after[hit]] = True
+    return flags[1:]
+
+
+def _window_reader(
+    plan: SlidePlan, slide: Any, loop: Any, context_px: int
+) -> Callable[[BoxXYXY], Window]:
+    """``box -> Window``: read with the model's context, predict, crop, segment."""
+    segment = segment_fn(plan.config.watershed)
+
+    def segment_box(box: BoxXYXY) -> Window:
+        read_box = context_box(box, context_px, plan.frame.wh_px)
+        tile = plan.frame.read(slide, read_box)
+        output = loop.submit(tile).result().output
+        return Window.crop(read_box, tile, output, box, segment)
+
+    return segment_box
+
+
 def run_shard(plan: SlidePlan, block_ids: Sequence[int]) -> list[BlockSummary]:
     """Read, predict, post-process and save a shard of a slide's blocks -> one summary each.
 
     The shard reads all its blocks and hands them to the process's inference loop before it
     post-processes the first one, so the device works on this shard (batched with the shards of
     other threads and slides) while this thread post-processes. Blocks whose result file already
-    exists are not redone (resume).
+    exists are not redone (resume). A model with local maps (``context_px``) gets that much more
+    of the slide around every block, and the window rule applies (``pipeline/windows.py``).
     """
     files = {b: BlockFile.of(plan, b) for b in block_ids}
     done = {b for b, f in files.items() if f.exists()}
-    summaries = [
-        _summary(b, files[b].load("key", "at_halo_edge", "area_px")) for b in block_ids if b in done
-    ]
+    summaries = [_summary(b, _load_summary_arrays(files[b])) for b in block_ids if b in done]
     todo = [b for b in block_ids if b not in done]
     if not todo:
         return summaries
     loop = loop_for(plan.config.model, plan.frame.mpp)
+    context_px = model_context_px(loop.model)
     slide = plan.slide.open()
     pending = []
     for b in todo:
         t0 = time.perf_counter()
-        tile = plan.frame.read(slide, plan.grid.block(b).outer_px)
-        pending.append((b, tile, time.perf_counter() - t0, loop.submit(tile)))
-    for b, tile, read_s, future in pending:
+        outer = plan.grid.block(b).outer_px
+        read_box = outer if context_px is None else context_box(outer, context_px, plan.frame.wh_px)
+        tile = plan.frame.read(slide, read_box)
+        pending.append((b, read_box, tile, time.perf_counter() - t0, loop.submit(tile)))
+    segment_box = None if context_px is None else _window_reader(plan, slide, loop, context_px)
+    for b, read_box, tile, read_s, future in pending:
         prediction = future.result()
-        arrays, timing = block_arrays(plan, plan.grid.block(b), prediction.output, tile)
+        block = plan.grid.block(b)
+        if segment_box is None:
+            arrays, timing = block_arrays(plan, block, prediction.output, tile)
+        else:
+            first = Window.crop(
+                read_box, tile, prediction.output, block.outer_px, segment_fn(plan.config.watershed)
+            )
+            arrays, timing, _ = fitted_block_arrays(plan, block, first, segment_box)
         t3 = time.perf_counter()
         files[b].save(arrays)
         timings = BlockTimings(
@@ -88,6 +168,14 @@ def run_shard(plan: SlidePlan, block_ids: Sequence[int]) -> list[BlockSummary]:
     return summaries
 
 
+def _load_summary_arrays(file: BlockFile) -> dict[str, npt.NDArray[Any]]:
+    """The arrays a summary needs from a finished block's file (resume)."""
+    try:
+        return file.load("key", "at_halo_edge", "area_px", "regions_refit")
+    except KeyError:  # a block of a model without the window rule
+        return file.load("key", "at_halo_edge", "area_px")
+
+
 def _summary(
     block_id: int,
     arrays: dict[str, npt.NDArray[Any]],
@@ -95,6 +183,7 @@ def _summary(
     batch_size: int = 0,
 ) -> BlockSummary:
     edge = arrays["at_halo_edge"]
+    refit = arrays.get("regions_refit", np.zeros(2, np.int64))
     return BlockSummary(
         block_id=block_id,
         nuclei=int(arrays["key"].size),
@@ -102,4 +191,6 @@ def _summary(
         max_edge_area_px=int(arrays["area_px"][edge].max()) if edge.any() else 0,
         timings=timings or BlockTimings(),
         batch_size=batch_size,
+        regions_refit=int(refit[0]),
+        regions_exceeding_window=int(refit[1]),
     )

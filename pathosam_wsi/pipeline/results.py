@@ -53,6 +53,10 @@ class BlockSummary:
     timings: BlockTimings = field(default_factory=BlockTimings)
     batch_size: int = 0
     """Tiles in the model call that carried this block (0: resumed from its file)."""
+    regions_refit: int = 0
+    """Foreground regions cut by the block's halo box and re-segmented in a larger window."""
+    regions_exceeding_window: int = 0
+    """Of those, regions that did not fit ``TilingConfig.max_window_px`` either."""
 
 
 @dataclass(frozen=True)
@@ -104,17 +108,38 @@ class GlobalIds:
     block_ids: npt.NDArray[np.int64]
     offsets: npt.NDArray[np.int64]
     gids: npt.NDArray[np.uint32]
+    wide_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    """(K,) blocks whose label tile reaches beyond their halo box (the window rule)."""
+    wide_boxes_px: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros((0, 4), np.int64)
+    )
+    """(K, 4) their label tiles' boxes (x0, y0, x1, y1), working px."""
 
     FILE = "ids.npz"
 
     @classmethod
-    def from_luts(cls, luts: Mapping[int, npt.NDArray[np.uint32]]) -> GlobalIds:
-        """From ``block -> (n_b + 1,) uint32`` tables as ``assign_global_ids`` returns them."""
+    def from_luts(
+        cls,
+        luts: Mapping[int, npt.NDArray[np.uint32]],
+        wide: Mapping[int, tuple[int, int, int, int]] | None = None,
+    ) -> GlobalIds:
+        """From ``block -> (n_b + 1,) uint32`` tables as ``assign_global_ids`` returns them,
+        and ``wide``: block -> label box of the blocks whose box is not their halo box."""
         blocks = sorted(luts)
         sizes = np.array([luts[b].size - 1 for b in blocks], np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         gids = np.concatenate([luts[b][1:] for b in blocks]) if blocks else np.zeros(0)
-        return cls(np.array(blocks, np.int64), offsets, gids.astype(np.uint32))
+        wide = wide or {}
+        wide_ids = np.array(sorted(wide), np.int64)
+        boxes = np.array([wide[b] for b in sorted(wide)], np.int64).reshape(-1, 4)
+        return cls(np.array(blocks, np.int64), offsets, gids.astype(np.uint32), wide_ids, boxes)
+
+    def wide_boxes(self) -> dict[int, tuple[int, int, int, int]]:
+        """block -> label box of the blocks whose label tile is larger than their halo box."""
+        return {
+            int(b): tuple(int(v) for v in box)  # type: ignore[misc]
+            for b, box in zip(self.wide_ids, self.wide_boxes_px, strict=True)
+        }
 
     @property
     def nuclei(self) -> int:
@@ -141,6 +166,8 @@ class GlobalIds:
             "block_ids": self.block_ids,
             "offsets": self.offsets,
             "gids": self.gids,
+            "wide_ids": self.wide_ids,
+            "wide_boxes_px": self.wide_boxes_px,
         }
         atomic_write(Path(work_dir) / self.FILE, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
@@ -148,4 +175,12 @@ class GlobalIds:
     def load(cls, work_dir: str | Path) -> GlobalIds:
         """Read ``ids.npz`` of the staging folder."""
         with np.load(Path(work_dir) / cls.FILE) as data:
-            return cls(data["block_ids"], data["offsets"], data["gids"])
+            if "wide_ids" not in data.files:
+                return cls(data["block_ids"], data["offsets"], data["gids"])
+            return cls(
+                data["block_ids"],
+                data["offsets"],
+                data["gids"],
+                data["wide_ids"],
+                data["wide_boxes_px"],
+            )

@@ -21,7 +21,14 @@ from typing import Any
 
 from pathosam_wsi.distributed.executor import TaskExecutor
 from pathosam_wsi.model.base import model_class_names
-from pathosam_wsi.pipeline.assemble import blocks_to_paint, global_luts, paint_blocks, write_table
+from pathosam_wsi.pipeline.assemble import (
+    blocks_to_paint,
+    blocks_under,
+    global_luts,
+    paint_blocks,
+    wide_label_boxes,
+    write_table,
+)
 from pathosam_wsi.pipeline.blocks import run_shard
 from pathosam_wsi.pipeline.plan import SlidePlan
 from pathosam_wsi.pipeline.results import BlockSummary, GlobalIds
@@ -57,17 +64,19 @@ def _shards(ids: Sequence[int], size: int) -> list[list[int]]:
 
 def assign_ids(plan: SlidePlan) -> int:
     """Global ids of every owned nucleus -> ``ids.npz``; returns the slide's nucleus count."""
-    ids = GlobalIds.from_luts(global_luts(plan))
+    ids = GlobalIds.from_luts(global_luts(plan), wide_label_boxes(plan))
     ids.save(plan.work_dir)
     return ids.nuclei
 
 
 def paint_shard(plan: SlidePlan, block_ids: Sequence[int]) -> int:
     """Paint the final labels of these blocks' cores (neighbours' tables from ``ids.npz``)."""
-    needed = set(block_ids)
+    ids = GlobalIds.load(plan.work_dir)
+    wide = ids.wide_boxes()
+    needed = set(block_ids) | blocks_under(plan, wide, block_ids)
     for b in block_ids:
         needed.update(n.block_id for n in plan.grid.neighbours(plan.grid.block(b)))
-    return paint_blocks(plan, block_ids, GlobalIds.load(plan.work_dir).luts(needed))
+    return paint_blocks(plan, block_ids, ids.luts(needed), wide)
 
 
 def write_slide_table(plan: SlidePlan) -> int:
@@ -85,7 +94,7 @@ def _finish(
     Returns the seconds spent in the table task (``table_s``) and summed over paint tasks
     (``paint_s``).
     """
-    paint_ids = blocks_to_paint(plan)
+    paint_ids = blocks_to_paint(plan, GlobalIds.load(plan.work_dir).wide_boxes())
     shards = _shards(paint_ids, max(plan.config.blocks_per_task, _PAINT_SHARD_MIN))
     tasks: list[tuple[Any, ...]] = [(write_slide_table, shared)]
     tasks += [(paint_shard, shared, s) for s in shards]

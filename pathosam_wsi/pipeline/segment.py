@@ -221,7 +221,7 @@ def segment_slide(
         if own and isinstance(runner, ThreadExecutor):
             runner.close()
     edge = sum(s.at_halo_edge for s in result.summaries)
-    if edge:
+    if not _warn_exceeding(result, config, edge) and edge:
         largest = max(s.max_edge_area_px for s in result.summaries)
         warnings.warn(
             f"{edge} nuclei reach the outer edge of their block's halo (largest {largest} px) "
@@ -240,6 +240,20 @@ def segment_slide(
     return SegmentResult(
         final, result.nuclei, len(plan.grid), len(plan.grid) - len(plan.block_ids), edge
     )
+
+
+def _warn_exceeding(result: SlideRunResult, config: RunConfig, edge: int) -> bool:
+    """One warning when foreground regions did not fit the largest window (pipeline/windows.py)."""
+    exceeding = sum(s.regions_exceeding_window for s in result.summaries)
+    if exceeding:
+        warnings.warn(
+            f"{exceeding} foreground regions ({edge} nuclei) did not fit a "
+            f"{config.tiling.max_window_px} px window, so their nuclei may depend on the tile "
+            f"size; increase max_window_px (--max-window)",
+            PathoSamWarning,
+            stacklevel=3,
+        )
+    return bool(exceeding)
 
 
 def _publish(work: Path, final: Path) -> None:
@@ -287,6 +301,8 @@ def _run_info(
             "blocks_skipped": len(plan.grid) - len(plan.block_ids),
             "nuclei": result.nuclei,
             "nuclei_at_halo_edge": sum(s.at_halo_edge for s in result.summaries),
+            "regions_refit": sum(s.regions_refit for s in result.summaries),
+            "regions_exceeding_window": sum(s.regions_exceeding_window for s in result.summaries),
             "mean_model_batch": (sum(batches) / len(batches)) if batches else None,
         },
         "outputs": {"labels": "labels.ome.zarr", "table": "nuclei.parquet"},

@@ -21,7 +21,7 @@ from pathosam_wsi.postprocess.watershed import ais_watershed
 from pathosam_wsi.stitch.ownership import own_nuclei_pixels
 from pathosam_wsi.tiling.grid import Block
 
-__all__ = ["postprocess_block"]
+__all__ = ["measure_owned", "postprocess_block"]
 
 
 def _perimeter_l0(
@@ -80,6 +80,30 @@ def postprocess_block(
     t0 = time.perf_counter()
     labels = ais_watershed(ais, watershed_config)
     t1 = time.perf_counter()
+    arrays = measure_owned(labels, ais[0], semantic, tile, block, image_wh_px, downsample, mpp_l0, mpp)
+    if timing_s is not None:
+        timing_s.update(watershed_s=t1 - t0, stitch_s=time.perf_counter() - t1)
+    return arrays
+
+
+def measure_owned(
+    labels: npt.NDArray[np.uint32],
+    fg_prob: npt.NDArray[np.float32],
+    semantic: npt.NDArray[np.float32] | None,
+    tile: npt.NDArray[np.uint8],
+    block: Block,
+    image_wh_px: tuple[int, int],
+    downsample: float,
+    mpp_l0: float,
+    mpp: float,
+) -> dict[str, npt.NDArray[Any]]:
+    """Ownership, outlines and measurements of segmented nuclei: the arrays of a result file.
+
+    ``labels`` (h, w) uint32, ``fg_prob`` (h, w) float32, ``semantic`` (C, h, w) float32 and
+    ``tile`` (h, w, 3) uint8 all cover ``block.outer_px`` (which may be a window larger than the
+    block's halo box); the rest and the result as ``postprocess_block``, plus ``labels_box_px``
+    (4,) int64, the box (x0, y0, x1, y1, working px) that ``labels`` covers.
+    """
     owned, px = own_nuclei_pixels(labels, block, image_wh_px)
     n = owned.count
     ring_xy, offsets = label_rings(owned.labels, n)
@@ -92,14 +116,13 @@ def postprocess_block(
         "centroid_x_l0": centroid_yx_l0[:, 1],
         "centroid_y_l0": centroid_yx_l0[:, 0],
         "perimeter_um": _perimeter_l0(ring_l0, offsets, n) * mpp_l0,
-        "fg_prob_mean": pixel_means(ais[0], px, n).astype(np.float32),
+        "fg_prob_mean": pixel_means(fg_prob, px, n).astype(np.float32),
         "at_halo_edge": owned.at_halo_edge,
         "ring_xy_l0": ring_l0,
         "ring_offsets": offsets,
+        "labels_box_px": np.asarray(block.outer_px, np.int64),
     }
     arrays.update(features_from_pixels(px, tile, n, mpp, (ring_xy, offsets)))
     if semantic is not None:
         arrays["class_id"], arrays["class_prob"] = semantic_classes_of_pixels(semantic, px, n)
-    if timing_s is not None:
-        timing_s.update(watershed_s=t1 - t0, stitch_s=time.perf_counter() - t1)
     return arrays

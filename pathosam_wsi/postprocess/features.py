@@ -48,7 +48,13 @@ def _moment_features(px: LabelPixels, n: int) -> dict[str, npt.NDArray[np.float6
     def total(w: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
         return px.sums(n, w)
 
-    rows, cols = px.rows, px.cols
+    # Coordinates relative to each nucleus's first pixel (raster order): the same numbers in any
+    # block or window that holds the nucleus, so the float sums below are bit-identical there.
+    labels, first = np.unique(px.ids, return_index=True)  # pixels are in raster order
+    ref_row = np.zeros(n + 1, np.intp)
+    ref_col = np.zeros(n + 1, np.intp)
+    ref_row[labels], ref_col[labels] = px.rows[first], px.cols[first]
+    rows, cols = px.rows - ref_row[px.ids], px.cols - ref_col[px.ids]
     area = np.maximum(total(), 1.0)
     x, y = cols.astype(np.float64), rows.astype(np.float64)
     mx, my = total(x) / area, total(y) / area

@@ -16,7 +16,7 @@ from skimage.segmentation import watershed
 from pathosam_wsi.config import WatershedConfig
 from pathosam_wsi.postprocess.components import component_plan
 
-__all__ = ["ais_watershed", "smooth_maps"]
+__all__ = ["ais_watershed", "ais_watershed_and_mask", "smooth_maps"]
 
 # The reference smooths with a kernel radius of int(3 sigma + 0.5) and a reflecting border
 # (vigra / bioimage-cpp); scipy's "mirror" mode with truncate=3 is the closest equivalent.
@@ -76,6 +76,13 @@ def ais_watershed(
     >>> int(ais_watershed(maps).max())
     0
     """
+    return ais_watershed_and_mask(maps, config)[0]
+
+
+def ais_watershed_and_mask(
+    maps: npt.NDArray[np.float32], config: WatershedConfig | None = None
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
+    """``ais_watershed`` -> (labels (H, W) uint32, foreground mask (H, W) bool), both YX."""
     config = config or WatershedConfig()
     if maps.ndim != 3 or maps.shape[0] != 3:
         raise ValueError(f"maps must be (3, H, W), got shape {maps.shape!r}")
@@ -86,11 +93,11 @@ def ais_watershed(
     )
     seeds, n_seeds = ndi.label(seeds_mask, structure=np.ones((3, 3), bool))
     if n_seeds == 0:
-        return np.zeros(fg.shape, np.uint32)
+        return np.zeros(fg.shape, np.uint32), fg_mask
     labels = _watershed_per_component(bd, seeds, fg_mask)
     if config.min_size_px > 0:
         labels = _remove_small(labels, config.min_size_px)
-    return labels
+    return labels, fg_mask
 
 
 def _watershed_per_component(

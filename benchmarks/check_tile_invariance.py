@@ -47,7 +47,7 @@ def _table_bytes(table: pd.DataFrame) -> bytes:
 
 def _run(slide: Path, out: Path, tile_px: int, halo_px: int, threads: int) -> Path:
     config = RunConfig(tiling=TilingConfig(tile_px=tile_px, halo_px=halo_px), threads=threads)
-    return segment_slide(slide, out, config, slide_id=f"t{tile_px}").output_dir
+    return segment_slide(slide, out / f"t{tile_px}", config).output_dir
 
 
 def _cpu_seconds(slide: Path, halo_px: int, threads: int) -> float:

@@ -34,10 +34,11 @@ import numpy.typing as npt
 from scipy import ndimage as ndi
 from skimage.color import rgb2hed
 from skimage.morphology import disk, h_maxima, opening
-from skimage.segmentation import find_boundaries, watershed
+from skimage.segmentation import find_boundaries
 
 from pathosam_wsi.config import ModelConfig
 from pathosam_wsi.model.base import ModelOutput, register_model
+from pathosam_wsi.postprocess.watershed import watershed_per_component
 
 __all__ = ["ClassicalModel", "ClassicalParams"]
 
@@ -125,7 +126,9 @@ class ClassicalModel:
         edt = ndi.distance_transform_edt(mask).astype(np.float32)
         seeds = _h_maxima_local(edt, p.seed_h_um / self.mpp) & mask
         markers, _ = ndi.label(seeds, structure=np.ones((3, 3), bool))
-        return watershed(-edt, markers, mask=mask, connectivity=1).astype(np.int32)
+        # Per 4-connected component: a global flood breaks plateau ties by heap insertion order,
+        # which depends on the rest of the tile (postprocess/watershed.py).
+        return watershed_per_component(-edt, markers, mask).astype(np.int32)
 
 
 def _distance_maps(
@@ -147,7 +150,9 @@ def _distance_maps(
     # Distance to the nucleus's own centre (torch-em's PerObjectDistanceTransform works per object):
     # a distance transform of all centres would let a neighbour's centre, possibly in another
     # region, shape this nucleus's map.
-    cy, cx = np.divmod(_first_maximum(edt, nuclei, max_edt), nuclei.shape[1])
+    present, first = _first_maximum(edt, nuclei, max_edt)
+    cy, cx = np.zeros(n, np.intp), np.zeros(n, np.intp)
+    cy[present - 1], cx[present - 1] = np.divmod(first, nuclei.shape[1])
     rows, cols = np.nonzero(fg)
     lab = nuclei[fg] - 1
     dist = np.zeros(nuclei.shape, np.float32)
@@ -205,8 +210,8 @@ def _flat_core_map(nuclei: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
 
 def _first_maximum(
     edt: npt.NDArray[np.float32], nuclei: npt.NDArray[np.int32], max_edt: npt.NDArray[np.float32]
-) -> npt.NDArray[np.intp]:
-    """Flat index of each nucleus's deepest point, the first in raster order on ties.
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.intp]]:
+    """(labels present, flat index of each one's deepest point, the first in raster order on ties).
 
     ``scipy.ndimage.maximum_position`` does not promise which tied maximum it returns; raster
     order does not change when a block is shifted, so the centre is the same in every block.
@@ -216,8 +221,8 @@ def _first_maximum(
     labels = flat_labels[idx]
     at_max = edt.ravel()[idx] == max_edt[labels - 1]
     idx, labels = idx[at_max], labels[at_max]
-    _, first = np.unique(labels, return_index=True)  # first occurrence of each label
-    return idx[first]
+    present, first = np.unique(labels, return_index=True)  # first occurrence of each label
+    return present, idx[first]
 
 
 _BELOW_ONE = np.nextafter(np.float32(1.0), np.float32(0.0))

@@ -27,11 +27,19 @@ __all__ = ["measure_owned", "postprocess_block"]
 def _perimeter_l0(
     ring_l0: npt.NDArray[np.float64], offsets: npt.NDArray[np.int64], n: int
 ) -> npt.NDArray[np.float64]:
-    """(n,) length of each closed ring, level-0 px."""
+    """(n,) length of each closed ring, level-0 px.
+
+    Each ring's segments are summed on their own (not as differences of one running sum), so a
+    nucleus gets the same bits whatever other nuclei its block holds.
+    """
+    if n == 0:
+        return np.zeros(0)
     seg = np.diff(ring_l0, axis=0)
-    seg_len = np.hypot(seg[:, 0], seg[:, 1]) if len(seg) else np.zeros(0)
-    cum = np.concatenate([[0.0], np.cumsum(seg_len)])
-    return cum[offsets[1:] - 1] - cum[offsets[:-1]] if n else np.zeros(0)
+    seg_len = np.hypot(seg[:, 0], seg[:, 1])
+    within = np.ones(seg_len.size, bool)
+    within[offsets[1:-1] - 1] = False  # the segments that join one ring to the next
+    starts = offsets[:-1] - np.arange(n)
+    return np.add.reduceat(seg_len[within], starts)
 
 
 def postprocess_block(

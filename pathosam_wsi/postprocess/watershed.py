@@ -16,7 +16,12 @@ from skimage.segmentation import watershed
 from pathosam_wsi.config import WatershedConfig
 from pathosam_wsi.postprocess.components import component_plan
 
-__all__ = ["ais_watershed", "ais_watershed_and_mask", "smooth_maps"]
+__all__ = [
+    "ais_watershed",
+    "ais_watershed_and_mask",
+    "smooth_maps",
+    "watershed_per_component",
+]
 
 # The reference smooths with a kernel radius of int(3 sigma + 0.5) and a reflecting border
 # (vigra / bioimage-cpp); scipy's "mirror" mode with truncate=3 is the closest equivalent.
@@ -94,13 +99,13 @@ def ais_watershed_and_mask(
     seeds, n_seeds = ndi.label(seeds_mask, structure=np.ones((3, 3), bool))
     if n_seeds == 0:
         return np.zeros(fg.shape, np.uint32), fg_mask
-    labels = _watershed_per_component(bd, seeds, fg_mask)
+    labels = watershed_per_component(bd, seeds, fg_mask)
     if config.min_size_px > 0:
         labels = _remove_small(labels, config.min_size_px)
     return labels, fg_mask
 
 
-def _watershed_per_component(
+def watershed_per_component(
     bd: npt.NDArray[np.float32], seeds: npt.NDArray[np.int32], fg_mask: npt.NDArray[np.bool_]
 ) -> npt.NDArray[np.uint32]:
     """Seeded 4-connected watershed, as if run separately on each 4-connected foreground component.

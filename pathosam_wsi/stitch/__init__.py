@@ -3,7 +3,6 @@
 from pathosam_wsi.stitch.ids import assign_global_ids
 from pathosam_wsi.stitch.ownership import OwnedNuclei, own_nuclei
 from pathosam_wsi.stitch.paint import OwnedTile, paint_core
-from pathosam_wsi.stitch.tiled import tiled_labels_from_maps
 
 __all__ = [
     "OwnedNuclei",
@@ -11,5 +10,4 @@ __all__ = [
     "assign_global_ids",
     "own_nuclei",
     "paint_core",
-    "tiled_labels_from_maps",
 ]

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pytest
 import torch
 
-from pathosam_wsi.config import TilingConfig, WatershedConfig
+from pathosam_wsi.config import WatershedConfig
 
 log = logging.getLogger(__name__)
 
@@ -244,18 +244,21 @@ def test_watershed_on_realistic_maps(
 
 
 def test_tiled_path_against_reference_tiled(
-    golden: dict[str, Any], realistic_maps: npt.NDArray[np.float32], record_property: Any
+    golden: dict[str, Any],
+    realistic_maps: npt.NDArray[np.float32],
+    record_property: Any,
+    tmp_path: Path,
 ) -> None:
-    """Ours owns nuclei per block (watershed per block with halo); the reference runs one global
-    blockwise watershed on stitched maps. Same geometry as the reference: tile 384, halo 64."""
-    from pathosam_wsi.stitch import tiled_labels_from_maps
+    """Ours owns nuclei per block (watershed per block with halo), through ``segment_slide``; the
+    reference runs one global blockwise watershed on stitched maps. Same geometry as the
+    reference: tile 384, halo 64."""
+    from tests.pipeline.maps_slide import segment_maps, write_maps_slide
 
     tiling = golden["info"]["tiling"]
-    ours = tiled_labels_from_maps(
-        realistic_maps,
-        TilingConfig(tile_px=tiling["tile_px"], halo_px=tiling["halo_px"]),
-        WatershedConfig(),
+    slide = write_maps_slide(
+        tmp_path / "maps.tiff", np.moveaxis(golden["realistic_codes"].astype(np.uint8), 0, -1)
     )
+    ours, _, _ = segment_maps(slide, tmp_path / "out", tiling["tile_px"], tiling["halo_px"])
     ref = golden["labels_realistic_tiled"]
     msa = mean_segmentation_accuracy(ours, ref)
     mask_diff_px = int(np.count_nonzero((ours == 0) != (ref == 0)))

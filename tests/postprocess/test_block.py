@@ -85,6 +85,7 @@ def reference_block(
         "at_halo_edge": owned.at_halo_edge,
         "ring_xy_l0": ring_l0,
         "ring_offsets": offsets,
+        "labels_box_px": np.asarray(block.outer_px, np.int64),
     }
     arrays.update(_reference_features(owned.labels, tile, n, 0.5, (ring_xy, offsets)))
     if semantic is not None:
@@ -114,6 +115,17 @@ def _scene(rng: np.random.Generator, hw: tuple[int, int], count: int) -> Any:
     return ais.astype(np.float32), semantic, tile
 
 
+_SUMMED_DIFFERENTLY = {
+    "perimeter_um",
+    "major_axis_um",
+    "minor_axis_um",
+    "eccentricity",
+    "orientation_deg",
+}
+"""Sums now taken per nucleus (perimeter) or relative to its first pixel (moments), so that a
+nucleus gets the same bits in every block: equal to the old chain up to rounding."""
+
+
 @pytest.mark.parametrize("count", [0, 1, 40, 250])
 def test_postprocess_block_equals_old_chain(count: int) -> None:
     rng = np.random.default_rng(count)
@@ -126,4 +138,7 @@ def test_postprocess_block_equals_old_chain(count: int) -> None:
             assert got.keys() == want.keys()
             for name in want:
                 assert got[name].dtype == want[name].dtype, name
-                np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+                if name in _SUMMED_DIFFERENTLY:
+                    np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
+                else:
+                    np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -7,12 +7,17 @@ memory stays flat and finished blocks survive an interrupted run.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
+from scipy import ndimage as ndi
 
 from pathosam_wsi._types import BoxXYXY
 from pathosam_wsi.model.base import ModelOutput
@@ -28,6 +33,8 @@ from pathosam_wsi.pipeline.windows import (
     segment_fn,
     watershed_reach_px,
 )
+from pathosam_wsi.postprocess.tissue import keep_on_tissue
+from pathosam_wsi.postprocess.watershed import ais_watershed
 from pathosam_wsi.tiling.grid import Block
 
 __all__ = ["block_arrays", "run_shard"]
@@ -40,12 +47,14 @@ def block_arrays(
 
     ``tile`` is the block's outer box, (h, w, 3) uint8, YXC, working px (for colour features).
     """
-    # Imported here: the module's import block belongs to the pipeline restructuring.
-    from pathosam_wsi.postprocess.block import postprocess_block
+    from pathosam_wsi.postprocess.block import measure_owned
 
-    timing: dict[str, float] = {}
-    arrays = postprocess_block(
-        output.ais,
+    t0 = time.perf_counter()
+    labels = _on_tissue(plan, ais_watershed(output.ais, plan.config.watershed), block.outer_px)
+    t1 = time.perf_counter()
+    arrays = measure_owned(
+        labels,
+        output.ais[0],
         output.semantic,
         tile,
         block,
@@ -53,10 +62,39 @@ def block_arrays(
         plan.frame.downsample,
         plan.frame.mpp_l0,
         plan.frame.mpp,
-        plan.config.watershed,
-        timing,
     )
-    return arrays, timing
+    return arrays, {"watershed_s": t1 - t0, "stitch_s": time.perf_counter() - t1}
+
+
+@lru_cache(maxsize=4)
+def _tissue_mask(work_dir: str, stamp: int) -> tuple[npt.NDArray[np.bool_], float] | None:
+    """The slide's tissue mask grown by one pixel, and its level-0 px per pixel (None: no mask).
+
+    ``stamp`` (the mask file's mtime) keeps a rewritten mask from being served from the cache.
+    """
+    work = Path(work_dir)
+    try:
+        downsample_l0 = float(json.loads((work / "tissue_mask.json").read_text())["downsample_l0"])
+        mask = np.asarray(Image.open(work / "tissue_mask.png")) > 0
+    except FileNotFoundError:
+        return None
+    return ndi.binary_dilation(mask, np.ones((3, 3), bool)), downsample_l0
+
+
+def _on_tissue(
+    plan: SlidePlan, labels: npt.NDArray[np.uint32], box_px: BoxXYXY
+) -> npt.NDArray[np.uint32]:
+    """``labels`` (box px) without nuclei off the tissue, when the run uses a tissue mask."""
+    if not plan.config.tissue.enabled:
+        return labels
+    try:
+        stamp = (Path(plan.work_dir) / "tissue_mask.json").stat().st_mtime_ns
+    except FileNotFoundError:
+        return labels  # a staging folder of an older version: blocks decide, as before
+    tissue = _tissue_mask(plan.work_dir, stamp)
+    if tissue is None:
+        return labels
+    return keep_on_tissue(labels, box_px, plan.frame.downsample, tissue[0], tissue[1])
 
 
 def fitted_block_arrays(
@@ -73,6 +111,7 @@ def fitted_block_arrays(
     fit = fit_block(
         block, first, plan.frame.wh_px, reach, plan.config.tiling.max_window_px, segment_box
     )
+    fit.labels = _on_tissue(plan, fit.labels, fit.box_px)
     t1 = time.perf_counter()
     pseudo = Block(block.block_id, block.row, block.col, block.core_px, fit.box_px)
     arrays = measure_owned(

@@ -78,6 +78,7 @@ def _tissue_blocks(
     thumb, thumb_ds = read_thumbnail(slide, config.tissue.thumbnail_mpp)
     mask = tissue_mask(thumb, (slide.mpp or 1.0) * thumb_ds, config.tissue)
     Image.fromarray((mask * 255).astype(np.uint8)).save(work / "tissue_mask.png")
+    write_json_atomic(work / "tissue_mask.json", {"downsample_l0": thumb_ds})
     Image.fromarray(thumb).save(work / "thumbnail.png")
     ids = tuple(
         b.block_id

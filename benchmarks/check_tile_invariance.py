@@ -97,7 +97,8 @@ def main() -> None:
     if args.time_runs:
         times = [_cpu_seconds(slide, args.halo, args.threads) for _ in range(args.time_runs)]
         print(
-            f"tile 512 CPU time over {args.time_runs} runs: median {statistics.median(times):.2f} s "
+            f"tile 512 CPU time over {args.time_runs} runs: "
+            f"median {statistics.median(times):.2f} s "
             f"({', '.join(f'{t:.2f}' for t in times)})"
         )
 

@@ -46,7 +46,9 @@ def wide_label_boxes(plan: SlidePlan) -> dict[int, Box]:
     wide: dict[int, Box] = {}
     for b in plan.block_ids:
         try:
-            box = tuple(int(v) for v in BlockFile.of(plan, b).load("labels_box_px")["labels_box_px"])
+            box = tuple(
+                int(v) for v in BlockFile.of(plan, b).load("labels_box_px")["labels_box_px"]
+            )
         except KeyError:  # files of blocks written without the window rule
             continue
         if box != plan.grid.block(b).outer_px:
@@ -60,7 +62,7 @@ def _meets(a: Box, b: Box) -> bool:
 
 def blocks_under(plan: SlidePlan, wide: Mapping[int, Box], block_ids: Sequence[int]) -> set[int]:
     """The blocks of ``wide`` whose label box meets the core of one of ``block_ids``."""
-    out = set()
+    out: set[int] = set()
     for b in block_ids:
         core = plan.grid.block(b).core_px
         out.update(w for w, box in wide.items() if _meets(box, core))

@@ -110,9 +110,7 @@ class GlobalIds:
     gids: npt.NDArray[np.uint32]
     wide_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     """(K,) blocks whose label tile reaches beyond their halo box (the window rule)."""
-    wide_boxes_px: npt.NDArray[np.int64] = field(
-        default_factory=lambda: np.zeros((0, 4), np.int64)
-    )
+    wide_boxes_px: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), np.int64))
     """(K, 4) their label tiles' boxes (x0, y0, x1, y1), working px."""
 
     FILE = "ids.npz"

@@ -232,7 +232,7 @@ def _clamp(box: BoxXYXY, side_px: int, target_yx: tuple[Any, Any]) -> BoxXYXY:
 
 def _targets(rule: _Rule, first: Window) -> tuple[list[tuple[Any, Any]], npt.NDArray[np.bool_]]:
     """Pixels (image px) of each cut region whose box meets the core, and the mask of all cut."""
-    regions, n, cut, near_cut = rule.cut(first)
+    regions, n, _, near_cut = rule.cut(first)
     drop = np.zeros(n + 1, bool)
     drop[list(near_cut)] = True
     ox, oy = first.box_px[0], first.box_px[1]
@@ -263,7 +263,11 @@ def fit_block(
     targets, cut_mask = _targets(rule, first)
     labels = np.where(cut_mask, 0, first.labels).astype(np.uint32) if targets else first.labels
     fit = BlockFit(
-        first.box_px, labels, first.output.ais[0], first.output.semantic, first.tile,
+        first.box_px,
+        labels,
+        first.output.ais[0],
+        first.output.semantic,
+        first.tile,
         max_window_px=max(first.tile.shape[:2]),
     )
     if not targets:
@@ -286,9 +290,7 @@ def _owned_part(fit: _Fit, block: Block, image_wh_px: tuple[int, int]) -> npt.ND
     return own_nuclei(labels, pseudo, image_wh_px).labels
 
 
-def _merge(
-    fit: BlockFit, block: Block, image_wh_px: tuple[int, int], fits: list[_Fit]
-) -> None:
+def _merge(fit: BlockFit, block: Block, image_wh_px: tuple[int, int], fits: list[_Fit]) -> None:
     """Paste the owned nuclei of every refitted region into the block's arrays (grown to fit)."""
     parts = [(f, _owned_part(f, block, image_wh_px)) for f in fits]
     box = fit.box_px

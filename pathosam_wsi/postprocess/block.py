@@ -88,7 +88,9 @@ def postprocess_block(
     t0 = time.perf_counter()
     labels = ais_watershed(ais, watershed_config)
     t1 = time.perf_counter()
-    arrays = measure_owned(labels, ais[0], semantic, tile, block, image_wh_px, downsample, mpp_l0, mpp)
+    arrays = measure_owned(
+        labels, ais[0], semantic, tile, block, image_wh_px, downsample, mpp_l0, mpp
+    )
     if timing_s is not None:
         timing_s.update(watershed_s=t1 - t0, stitch_s=time.perf_counter() - t1)
     return arrays

@@ -56,8 +56,10 @@ def support_regions(
     return labels.astype(np.int32, copy=False), int(n)
 
 
-def edge_band(box_px: BoxXYXY, image_wh_px: tuple[int, int], width_px: int) -> npt.NDArray[np.bool_]:
-    """(h, w) bool, YX, box px: pixels within ``width_px`` of a box edge that is not an image edge."""
+def edge_band(
+    box_px: BoxXYXY, image_wh_px: tuple[int, int], width_px: int
+) -> npt.NDArray[np.bool_]:
+    """(h, w) bool, YX, box px: pixels within ``width_px`` of a box edge that is no image edge."""
     x0, y0, x1, y1 = box_px
     band = np.zeros((y1 - y0, x1 - x0), bool)
     if width_px <= 0:
@@ -81,9 +83,7 @@ def cut_regions(regions: npt.NDArray[np.int32], n: int, band: npt.NDArray[np.boo
     return set(np.flatnonzero(hit).tolist())
 
 
-def regions_near(
-    regions: npt.NDArray[np.int32], n: int, ids: set[int], reach_px: int
-) -> set[int]:
+def regions_near(regions: npt.NDArray[np.int32], n: int, ids: set[int], reach_px: int) -> set[int]:
     """``ids`` and every region within ``reach_px`` (px, square neighbourhood) of one of them."""
     if not ids:
         return set()

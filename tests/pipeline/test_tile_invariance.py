@@ -52,7 +52,7 @@ def _run(slide, out, tile_px: int):
 
 
 def test_labels_and_tables_identical_across_tile_sizes(dense_slide, tmp_path) -> None:
-    labels, table, counts = _run(dense_slide, tmp_path, 512)
+    labels, table, _ = _run(dense_slide, tmp_path, 512)
     assert len(table) > 80
     for tile in (64, 128):
         labels2, table2, counts2 = _run(dense_slide, tmp_path, tile)

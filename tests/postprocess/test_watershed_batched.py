@@ -10,7 +10,7 @@ from skimage.segmentation import watershed
 
 from pathosam_wsi.config import WatershedConfig
 from pathosam_wsi.postprocess.components import markers_keyed_by_value
-from pathosam_wsi.postprocess.watershed import watershed_per_component, ais_watershed
+from pathosam_wsi.postprocess.watershed import ais_watershed, watershed_per_component
 
 
 def referencewatershed_per_component(

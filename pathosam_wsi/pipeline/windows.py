@@ -43,7 +43,7 @@ from pathosam_wsi.tiling.grid import Block
 __all__ = ["BlockFit", "Window", "context_box", "fit_block", "model_context_px"]
 
 _GROW_PX = 64
-"""Least px added on a side where a region is still cut (else half the window: few steps)."""
+"""Least px added on a side where a region is still cut (else a quarter of the window)."""
 _START_PX = 16
 """Extra px around the cut regions in the first window."""
 
@@ -172,7 +172,7 @@ class _Rule:
         pad = self.band_px + self.reach_px + 1
         x0, y0, x1, y1 = zx0 - pad, zy0 - pad, zx1 + pad, zy1 + pad
         bx0, by0, bx1, by1 = window.box_px
-        gx, gy = max(_GROW_PX, (bx1 - bx0) // 2), max(_GROW_PX, (by1 - by0) // 2)
+        gx, gy = max(_GROW_PX, (bx1 - bx0) // 4), max(_GROW_PX, (by1 - by0) // 4)
         x0 -= gx if zx0 - bx0 < self.band_px else 0
         y0 -= gy if zy0 - by0 < self.band_px else 0
         x1 += gx if bx1 - zx1 < self.band_px else 0

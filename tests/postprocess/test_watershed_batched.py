@@ -13,7 +13,7 @@ from pathosam_wsi.postprocess.components import markers_keyed_by_value
 from pathosam_wsi.postprocess.watershed import ais_watershed, watershed_per_component
 
 
-def referencewatershed_per_component(
+def reference_watershed_per_component(
     bd: npt.NDArray[np.float32], seeds: npt.NDArray[np.int32], fg_mask: npt.NDArray[np.bool_]
 ) -> npt.NDArray[np.uint32]:
     """REFERENCE (old, slow): one skimage watershed call per 4-connected foreground component."""
@@ -53,7 +53,7 @@ def test_batched_equals_per_component_on_random_blocks(levels: int) -> None:
         hw = (int(rng.integers(1, 90)), int(rng.integers(1, 90)))
         bd, seeds, fg = _random_case(rng, hw, levels)
         got = watershed_per_component(bd, seeds, fg)
-        want = referencewatershed_per_component(bd, seeds, fg)
+        want = reference_watershed_per_component(bd, seeds, fg)
         assert got.dtype == want.dtype == np.uint32
         np.testing.assert_array_equal(got, want)
 
@@ -69,7 +69,7 @@ def test_batched_equals_per_component_on_constant_and_border_cases() -> None:
             fg = rng.random(hw) < 0.8
             seeds, _ = ndi.label(fg & (rng.random(hw) < 0.1), structure=np.ones((3, 3), bool))
             got = watershed_per_component(bd, seeds.astype(np.int32), fg)
-            want = referencewatershed_per_component(bd, seeds.astype(np.int32), fg)
+            want = reference_watershed_per_component(bd, seeds.astype(np.int32), fg)
             np.testing.assert_array_equal(got, want)
     empty = np.zeros((16, 16), bool)
     np.testing.assert_array_equal(
@@ -94,7 +94,7 @@ def test_ais_watershed_on_dense_maps_equals_reference() -> None:
         )
         fg_mask = fg > 0.5
         seeds, _ = ndi.label((cd < 0.5) & (bd < 0.5) & fg_mask, structure=np.ones((3, 3), bool))
-        np.testing.assert_array_equal(labels, referencewatershed_per_component(bd, seeds, fg_mask))
+        np.testing.assert_array_equal(labels, reference_watershed_per_component(bd, seeds, fg_mask))
 
 
 def test_this_scikit_image_keys_markers_by_value() -> None:

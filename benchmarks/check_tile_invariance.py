@@ -61,9 +61,12 @@ def _cpu_seconds(slide: Path, halo_px: int, threads: int) -> float:
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     here = str(Path(__file__).resolve().parent)
-    subprocess.run(
-        [sys.executable, "-c", code, here, str(slide), str(halo_px), str(threads)], check=True
-    )
+    with tempfile.TemporaryDirectory() as cwd:  # not the checkout: PYTHONPATH picks the code
+        subprocess.run(
+            [sys.executable, "-c", code, here, str(slide), str(halo_px), str(threads)],
+            check=True,
+            cwd=cwd,
+        )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 

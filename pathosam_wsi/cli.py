@@ -71,6 +71,13 @@ def _slide_options(f: Any) -> Any:
         click.option(
             "--halo", type=int, default=64, show_default=True, help="Context on each side, px."
         ),
+        click.option(
+            "--max-window",
+            type=int,
+            default=2048,
+            show_default=True,
+            help="Largest window a block reads for a foreground region its halo cuts, px.",
+        ),
         click.option("--no-tissue-mask", is_flag=True, help="Process every block, tissue or not."),
     ]
     for opt in reversed(opts):
@@ -196,7 +203,9 @@ def _build_config(kw: dict[str, Any]) -> RunConfig:
             target_mpp=kw["target_mpp"],
             roi_xywh_l0=tuple(kw["roi"]) if kw["roi"] else None,
         ),
-        tiling=TilingConfig(tile_px=kw["tile"], halo_px=kw["halo"]),
+        tiling=TilingConfig(
+            tile_px=kw["tile"], halo_px=kw["halo"], max_window_px=kw.get("max_window", 2048)
+        ),
         tissue=dataclasses.replace(
             base.tissue if kw.get("config") else TissueConfig(), enabled=not kw["no_tissue_mask"]
         ),

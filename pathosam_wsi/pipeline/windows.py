@@ -40,7 +40,15 @@ from pathosam_wsi.stitch.regions import (
 )
 from pathosam_wsi.tiling.grid import Block
 
-__all__ = ["BlockFit", "Window", "context_box", "fit_block", "model_context_px"]
+__all__ = [
+    "BlockFit",
+    "Window",
+    "context_box",
+    "fit_block",
+    "model_context_px",
+    "segment_fn",
+    "watershed_reach_px",
+]
 
 _GROW_PX = 64
 """Least px added on a side where a region is still cut (else a quarter of the window)."""
@@ -348,5 +356,3 @@ def segment_fn(watershed_config: Any) -> Callable[[npt.NDArray[np.float32]], tup
     """The watershed as ``Window.crop`` calls it."""
     return lambda ais: ais_watershed_and_mask(ais, watershed_config)
 
-
-__all__ += ["segment_fn", "watershed_reach_px"]

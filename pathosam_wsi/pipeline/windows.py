@@ -355,4 +355,3 @@ def _paste(
 def segment_fn(watershed_config: Any) -> Callable[[npt.NDArray[np.float32]], tuple[Any, Any]]:
     """The watershed as ``Window.crop`` calls it."""
     return lambda ais: ais_watershed_and_mask(ais, watershed_config)
-

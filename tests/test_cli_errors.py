@@ -161,10 +161,11 @@ def test_halo_edge_warning(tmp_path) -> None:
     from pathosam_wsi.config import TilingConfig
     from tests.synthetic import draw_nuclei, write_pyramid
 
-    rgb, _ = draw_nuclei(256, 256, [(124.0, 124.0)], radius_px=7)
+    rgb, _ = draw_nuclei(256, 256, [(124.0, 124.0)], radius_px=20)
     path = write_pyramid(tmp_path / "big.tiff", rgb, 0.5, levels=1)
-    config = RunConfig(tiling=TilingConfig(tile_px=64, halo_px=2))
-    with pytest.warns(PathoSamWarning, match="increase halo_px"):
+    # the window rule re-reads cut regions; one wider than the largest window is still reported
+    config = RunConfig(tiling=TilingConfig(tile_px=64, halo_px=2, max_window_px=32))
+    with pytest.warns(PathoSamWarning, match="increase max_window_px"):
         segment_slide(path, tmp_path / "out", config)
 
 

@@ -41,13 +41,26 @@ __all__ = ["block_arrays", "run_shard"]
 
 
 def block_arrays(
-    plan: SlidePlan, block: Block, output: ModelOutput, tile: npt.NDArray[np.uint8]
+    plan: SlidePlan,
+    block: Block,
+    output: ModelOutput,
+    tile: npt.NDArray[np.uint8],
+    read_box_px: BoxXYXY | None = None,
+    segment_box: Callable[[BoxXYXY], Window] | None = None,
 ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, float]]:
     """Watershed, ownership and measurements of one block -> arrays of its result file.
 
     ``tile`` is the block's outer box, (h, w, 3) uint8, YXC, working px (for colour features).
+    With ``segment_box`` (a model with local maps), ``tile`` and ``output`` cover ``read_box_px``
+    (the outer box with the model's context) and the window rule applies.
     """
     from pathosam_wsi.postprocess.block import measure_owned
+
+    if segment_box is not None and read_box_px is not None:
+        segment = segment_fn(plan.config.watershed)
+        first = Window.crop(read_box_px, tile, output, block.outer_px, segment)
+        arrays, timings, _ = fitted_block_arrays(plan, block, first, segment_box)
+        return arrays, timings
 
     t0 = time.perf_counter()
     labels = _on_tissue(plan, ais_watershed(output.ais, plan.config.watershed), block.outer_px)
@@ -187,13 +200,7 @@ def run_shard(plan: SlidePlan, block_ids: Sequence[int]) -> list[BlockSummary]:
     for b, read_box, tile, read_s, future in pending:
         prediction = future.result()
         block = plan.grid.block(b)
-        if segment_box is None:
-            arrays, timing = block_arrays(plan, block, prediction.output, tile)
-        else:
-            first = Window.crop(
-                read_box, tile, prediction.output, block.outer_px, segment_fn(plan.config.watershed)
-            )
-            arrays, timing, _ = fitted_block_arrays(plan, block, first, segment_box)
+        arrays, timing = block_arrays(plan, block, prediction.output, tile, read_box, segment_box)
         t3 = time.perf_counter()
         files[b].save(arrays)
         timings = BlockTimings(

@@ -6,11 +6,11 @@ the model's maps are cropped back to the window, so the maps of a region that li
 window depend only on the slide (``stitch/regions.py`` says exactly when). After the watershed on
 the block's halo box, the regions that come within the watershed's reach of a cut edge (an edge of
 the box that is not an image edge), and the regions next to them, are *cut*; those whose box meets
-the block's core may hold nuclei the block owns. For each, the block reads a window around the
-region, grown until the region and its neighbours no longer come near the window's cut edges, up
-to ``TilingConfig.max_window_px`` on a side, re-runs the model and the watershed there and keeps,
-of that region, the nuclei whose centroid lies in its core. What still does not fit is kept from
-the largest window tried, flagged ``at_halo_edge`` and counted.
+the block's core may hold nuclei the block owns. For all of them together, the block reads one
+window around them, grown until they and their neighbours no longer come near the window's cut
+edges, up to ``TilingConfig.max_window_px`` on a side, re-runs the model and the watershed there
+and keeps, of those regions, the nuclei whose centroid lies in its core. What still does not fit
+is kept from the largest window tried, flagged ``at_halo_edge`` and counted.
 
 Models whose maps depend on the whole tile (PathoSAM's ViT resizes every tile to 1024 px, so a
 larger window changes every map) declare no ``context_px``: for them the rule is off, blocks work

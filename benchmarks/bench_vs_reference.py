@@ -109,7 +109,7 @@ def child(png: str, work: str, precision: str, ckpt: str, thr_json: str, out: st
         TissueConfig,
         WatershedConfig,
     )
-    from pathosam_wsi.model.base import get_model
+    from pathosam_wsi.model.registry import get_model
 
     imports_s = time.perf_counter() - t0
     thr = json.loads(thr_json)

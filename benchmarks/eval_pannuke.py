@@ -30,7 +30,7 @@ from PIL import Image
 from pathosam_wsi.config import ModelConfig, WatershedConfig
 from pathosam_wsi.datasets import fetch_many
 from pathosam_wsi.evaluate import evaluate_labels
-from pathosam_wsi.model.base import available_models, build_model
+from pathosam_wsi.model.registry import available_models, build_model
 from pathosam_wsi.postprocess.watershed import ais_watershed
 
 logger = logging.getLogger("eval_pannuke")

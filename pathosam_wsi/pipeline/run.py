@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pathosam_wsi.distributed.executor import TaskExecutor
-from pathosam_wsi.model.base import model_class_names
+from pathosam_wsi.model.registry import model_class_names
 from pathosam_wsi.pipeline.assemble import blocks_to_paint, global_luts, paint_blocks, write_table
 from pathosam_wsi.pipeline.blocks import run_shard
 from pathosam_wsi.pipeline.plan import SlidePlan

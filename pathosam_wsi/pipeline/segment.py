@@ -25,7 +25,7 @@ from pathosam_wsi.distributed.executor import TaskExecutor, ThreadExecutor, make
 from pathosam_wsi.errors import OutputExistsError, PathoSamWarning
 from pathosam_wsi.export.omezarr import create_label_image
 from pathosam_wsi.export.runinfo import file_sha256, params_hash, versions, write_json_atomic
-from pathosam_wsi.model.base import check_model_mpp
+from pathosam_wsi.model.registry import check_model_mpp
 from pathosam_wsi.pipeline.plan import SlidePlan
 from pathosam_wsi.pipeline.results import BlockTimings, GlobalIds
 from pathosam_wsi.pipeline.run import SlideRunResult, run_slide_stages

@@ -9,8 +9,8 @@ import pytest
 
 from pathosam_wsi.config import ModelConfig
 from pathosam_wsi.errors import CheckpointError, ConfigError
-from pathosam_wsi.model import base
 from pathosam_wsi.model.pathosam import PANNUKE_CLASSES, build_pathosam, build_tiny_random
+from pathosam_wsi.model.registry import available_models
 
 
 def test_models_registered() -> None:
@@ -22,7 +22,7 @@ def test_models_registered() -> None:
         "vit_h_histopathology",
         "sam_tiny_random",
     ):
-        assert name in base._BUILDERS
+        assert name in available_models()
 
 
 def test_tiny_model_predict(he_tile) -> None:
@@ -93,8 +93,8 @@ def test_vit_b_end_to_end_with_generated_checkpoint(tmp_path: Path, he_tile) -> 
 
 def test_class_names_known_without_building_the_model() -> None:
     from pathosam_wsi.config import ModelConfig
-    from pathosam_wsi.model.base import model_class_names
     from pathosam_wsi.model.pathosam import PANNUKE_CLASSES
+    from pathosam_wsi.model.registry import model_class_names
 
     assert (
         model_class_names(ModelConfig(name="vit_b_histopathology", classes=True)) == PANNUKE_CLASSES

@@ -25,6 +25,7 @@ from skimage.segmentation import find_boundaries
 from pathosam_wsi.errors import ConfigError, PathoSamError
 from pathosam_wsi.export.omezarr import LABEL_NAME
 from pathosam_wsi.export.qupath import class_colour
+from pathosam_wsi.pipeline.layout import ResultFolder
 from pathosam_wsi.slide.open import open_slide
 from pathosam_wsi.slide.tissue import read_thumbnail
 
@@ -192,8 +193,7 @@ def write_qc(
     ConfigError
         If ``result_dir`` lacks run.json or nuclei.parquet.
     """
-    run_json, table = result_dir / "run.json", result_dir / "nuclei.parquet"
-    if not run_json.is_file() or not table.is_file():
+    if not ResultFolder(result_dir).has_outputs():
         raise ConfigError(
             f"{str(result_dir)!r} has no run.json/nuclei.parquet; "
             "expected OUT/<slide_id> of a finished run"
@@ -212,8 +212,9 @@ def write_qc(
 
 def _write_qc(result_dir: Path, n_crops: int, crop_px: int, thumb_max_px: int) -> list[Path]:
     """``write_qc`` after the folder check."""
-    run_json, table = result_dir / "run.json", result_dir / "nuclei.parquet"
-    info = json.loads(run_json.read_text())["input"]
+    folder = ResultFolder(result_dir)
+    table = folder.table
+    info = json.loads(folder.run_json.read_text())["input"]
     slide = open_slide(info["path"], mpp=info["mpp_l0"])
     mpp_l0 = float(info["mpp_l0"])
     w_l0, h_l0 = slide.level_dimensions[0]
@@ -226,13 +227,11 @@ def _write_qc(result_dir: Path, n_crops: int, crop_px: int, thumb_max_px: int) -
         rect = [x0 / thumb_ds, y0 / thumb_ds, x1 / thumb_ds, y1 / thumb_ds]
         draw.rectangle(rect, outline=(0, 200, 255), width=2)
         draw.text((rect[0] + 3, rect[1] + 2), str(k), fill=(0, 200, 255))
-    qc_dir = result_dir / "qc"
+    qc_dir = folder.qc_dir
     qc_dir.mkdir(exist_ok=True)
     written = [qc_dir / "density.png"]
     picture.save(written[0])
-    labels_s0 = zarr.open_group(
-        str(result_dir / "labels.ome.zarr" / "labels" / LABEL_NAME), mode="r"
-    )["s0"]
+    labels_s0 = zarr.open_group(str(folder.labels / "labels" / LABEL_NAME), mode="r")["s0"]
     colours = _class_colours(table)
     ds = float(info["working_mpp"]) / mpp_l0
     for k, box in enumerate(boxes, start=1):

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pathosam_wsi.export.atomic import atomic_write
+from pathosam_wsi.files import atomic_write
+from pathosam_wsi.pipeline.layout import ResultFolder
 from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file
 from pathosam_wsi.stitch.packing import unpack_array, unpack_arrays
 
@@ -105,8 +106,6 @@ class GlobalIds:
     offsets: npt.NDArray[np.int64]
     gids: npt.NDArray[np.uint32]
 
-    FILE = "ids.npz"
-
     @classmethod
     def from_luts(cls, luts: Mapping[int, npt.NDArray[np.uint32]]) -> GlobalIds:
         """From ``block -> (n_b + 1,) uint32`` tables as ``assign_global_ids`` returns them."""
@@ -142,10 +141,11 @@ class GlobalIds:
             "offsets": self.offsets,
             "gids": self.gids,
         }
-        atomic_write(Path(work_dir) / self.FILE, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+        path = ResultFolder(Path(work_dir)).ids_npz
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, work_dir: str | Path) -> GlobalIds:
         """Read ``ids.npz`` of the staging folder."""
-        with np.load(Path(work_dir) / cls.FILE) as data:
+        with np.load(ResultFolder(Path(work_dir)).ids_npz) as data:
             return cls(data["block_ids"], data["offsets"], data["gids"])

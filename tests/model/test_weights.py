@@ -134,7 +134,7 @@ def test_tampered_cached_file_detected(server, cache: Path, monkeypatch) -> None
 
 def test_file_placed_by_hand_is_checked_against_registry(server, cache: Path, monkeypatch) -> None:
     data = _publish(server, monkeypatch, "vit_h_histopathology", "xxh128")
-    cache.mkdir()
+    cache.mkdir(parents=True)
     (cache / "vit_h_histopathology").write_bytes(data)
     assert verify_weights("vit_h_histopathology") == ("ok", cache / "vit_h_histopathology")
     assert (cache / "vit_h_histopathology.sha256").is_file()

@@ -187,8 +187,10 @@ def private_imports(modules: dict[str, tuple[Path, bool]]) -> list[tuple[str, st
         for imp in module_imports(name, path.read_text(), is_pkg):
             if imp.target not in modules or imp.target == name:
                 continue
-            if not imp.names and imp.aliases[0]:
-                module_aliases[imp.aliases[0]] = imp.target
+            if not imp.names:
+                if imp.aliases[0]:  # import pkg.mod as alias
+                    module_aliases[imp.aliases[0]] = imp.target
+                continue
             for n, alias in zip(imp.names, imp.aliases, strict=True):
                 if f"{imp.target}.{n}" in modules:
                     module_aliases[alias] = f"{imp.target}.{n}"
@@ -339,11 +341,13 @@ def test_private_imports_are_found(tmp_path: Path) -> None:
             "_types.py": "XY = tuple\n",
             "b.py": "from toypkg.a import _hidden, __version__\nfrom toypkg import _types\n",
             "c.py": "from toypkg import a as mod\ndef f():\n    return mod._hidden\n",
+            "d.py": "import toypkg.a as m\nimport toypkg.b\nm._hidden\n",
         },
     )
     assert private_imports(discover(pkg, "toypkg")) == [
         ("toypkg.b", "toypkg.a", "_hidden", 1),
         ("toypkg.c", "toypkg.a", "_hidden", 3),
+        ("toypkg.d", "toypkg.a", "_hidden", 3),
     ]
 
 

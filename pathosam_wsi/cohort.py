@@ -32,7 +32,7 @@ from pathosam_wsi.errors import ConfigError, OutputExistsError, PathoSamError
 from pathosam_wsi.files import atomic_write, atomic_write_json
 from pathosam_wsi.pipeline.layout import CohortLayout
 from pathosam_wsi.pipeline.segment import run_params_hash, segment_slide, slide_id_of
-from pathosam_wsi.pipeline.slide_ids import check_slide_id
+from pathosam_wsi.pipeline.slide_ids import STATUS_FILE, check_slide_id
 
 __all__ = [
     "STATUS_FILE",
@@ -46,8 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = CohortLayout(Path()).status_parquet.name
-"""Name of the cohort status table in ``OUT`` (kept for callers; paths: ``CohortLayout``)."""
 _MAX_SLIDES_IN_FLIGHT = 64
 # Per-slide override columns of a manifest: column -> (config section, field, parser).
 _OVERRIDES: dict[str, tuple[str, str, Callable[[Any], Any]]] = {

@@ -32,6 +32,10 @@ from pathosam_wsi.errors import OutputExistsError
 from pathosam_wsi.files import atomic_write_json
 from pathosam_wsi.pipeline.slide_ids import (
     MARKER,
+    NUCLEI_DIR,
+    OLD_SUFFIX,
+    PARTIAL_SUFFIX,
+    STATUS_FILE,
     check_slide_id,
     is_ours,
     remove_ours,
@@ -55,8 +59,6 @@ log = logging.getLogger(__name__)
 LABELS_ZARR = "labels.ome.zarr"
 TABLE_FILE = "nuclei.parquet"
 RUN_JSON = "run.json"
-PARTIAL_SUFFIX = ".partial"
-OLD_SUFFIX = ".old"
 OUTPUTS = {"labels": LABELS_ZARR, "table": TABLE_FILE}
 """What run.json's ``outputs`` names (paths relative to the slide folder)."""
 
@@ -294,7 +296,7 @@ class CohortLayout:
     @property
     def status_parquet(self) -> Path:
         """One row per slide (``cohort.SlideStatus``)."""
-        return self.out_dir / "status.parquet"
+        return self.out_dir / STATUS_FILE
 
     @property
     def status_owner_json(self) -> Path:
@@ -304,7 +306,7 @@ class CohortLayout:
     @property
     def nuclei_dir(self) -> Path:
         """``OUT/nuclei``: every slide's table as ``<slide_id>.parquet``."""
-        return self.out_dir / "nuclei"
+        return self.out_dir / NUCLEI_DIR
 
     def slide(self, slide_id: str) -> SlideLayout:
         """The layout of one slide of the cohort."""

@@ -19,7 +19,6 @@ import os
 import sys
 import tarfile
 import tempfile
-import urllib.request
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -178,6 +177,8 @@ def download_verified(
     ``progress`` is the label of a byte progress bar on stderr (None: no bar). Network errors
     propagate as ``OSError`` / ``ValueError`` (``urllib.error.URLError`` is an ``OSError``).
     """
+    import urllib.request  # here: only downloads need it, and it is slow to import
+
     from tqdm import tqdm
 
     with urllib.request.urlopen(url, timeout=timeout_s) as response:

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from pathosam_wsi.errors import ConfigError, OutputExistsError
+from pathosam_wsi.files import atomic_write_text
 
 __all__ = [
     "MARKER",
@@ -94,7 +95,7 @@ def check_slide_id(sid: str) -> str:
 
 def write_marker(folder: Path, sid: str) -> None:
     """Mark ``folder`` as made by pathosam-wsi for slide ``sid``."""
-    (folder / MARKER).write_text(json.dumps({"slide_id": sid}) + "\n")
+    atomic_write_text(folder / MARKER, json.dumps({"slide_id": sid}) + "\n")
 
 
 def is_ours(folder: Path, sid: str) -> bool:

@@ -136,7 +136,7 @@ def prepare_slide(
     block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, work)
     plan = SlidePlan(handle, sid, frame, grid, config, str(work), block_ids)
     chunk_px = min(config.tiling.tile_px, max(frame.wh_px))  # never a chunk beyond the image
-    create_label_image(plan.labels_path, frame.wh_px, chunk_px, frame.mpp, sid)
+    create_label_image(plan.labels_path, frame.wh_px, chunk_px, frame.mpp, sid, handle.open())
     return plan, tissue_s
 
 

@@ -169,7 +169,7 @@ def refine_output(
     work = Path(out_dir) / f"{sid}.partial"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    create_label_image(work / "labels.ome.zarr", wh, tile, mpp_l0, sid)
+    create_label_image(work / "labels.ome.zarr", wh, tile, mpp_l0, sid, slide)
     levels = open_levels(work / "labels.ome.zarr")
     for y in range(0, wh[1], tile):
         for x in range(0, wh[0], tile):

@@ -10,7 +10,10 @@ for each level of a slide shown with ``scale = level downsample * mpp``. The pre
 the slide level ``L`` (downsample ``ds_L``) and pooled by an integer factor ``f``; preview pixel
 ``j`` is the mean of level-``L`` pixels ``j*f - f//2 .. j*f + f//2`` (an odd window centred on
 pixel ``j*f``, edges replicated), so it lies on that level pixel, whose world position is
-``j * f * ds_L * mpp`` = ``j * scale`` of the preview.
+``j * f * ds_L * mpp`` = ``j * scale`` of the preview. The slide's own level ``L`` averages
+level-0 pixels ``m*ds_L .. m*ds_L + ds_L - 1``, so the preview content sits ``(ds_L - 1) / 2``
+level-0 px (less than half a preview pixel) right of and below the labels, as that slide level does
+in napari; it is exact when the preview is read from level 0.
 """
 
 from __future__ import annotations

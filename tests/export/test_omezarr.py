@@ -1,4 +1,4 @@
-"""OME-Zarr labels: NGFF-valid, readable by ome-zarr from the root, exact pyramid, aligned (napari)."""
+"""OME-Zarr labels: NGFF-valid, ome-zarr reads them from the root, exact pyramid, aligned."""
 
 from __future__ import annotations
 
@@ -86,10 +86,9 @@ def test_ome_zarr_reader_on_the_root_finds_image_and_labels(result_dir: Path) ->
 
 
 def test_validates_with_ome_zarr_models(result_dir: Path) -> None:
+    from ome_zarr_models.v04.image import Image
     from ome_zarr_models.v04.image_label import ImageLabel
     from ome_zarr_models.v04.labels import Labels
-
-    from ome_zarr_models.v04.image import Image
 
     root = zarr.open_group(str(result_dir / "labels.ome.zarr"), mode="r")
     Image.from_zarr(root)  # the root preview is a valid NGFF image

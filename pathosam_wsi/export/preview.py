@@ -195,7 +195,7 @@ def write_preview(path: Path, preview: Preview, name: str) -> None:
             f"{preview.downsample_l0:g} level-0 px per pixel",
         },
     }
-    channels = [
+    channels: list[dict[str, Any]] = [
         {
             "label": label,
             "color": color,
@@ -207,14 +207,13 @@ def write_preview(path: Path, preview: Preview, name: str) -> None:
         }
         for label, color in (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
     ]
-    root.attrs.update(
-        {
-            "multiscales": [multiscale],
-            "omero": {
-                "name": name,
-                "version": "0.4",
-                "channels": channels,
-                "rdefs": {"model": "color"},
-            },
-        }
-    )
+    attrs: dict[str, Any] = {
+        "multiscales": [multiscale],
+        "omero": {
+            "name": name,
+            "version": "0.4",
+            "channels": channels,
+            "rdefs": {"model": "color"},
+        },
+    }
+    root.attrs.update(attrs)

@@ -76,15 +76,19 @@ def pool_centred(window_px: npt.NDArray[np.uint8], factor: int) -> npt.NDArray[n
     """
     half = factor // 2
     side = 2 * half + 1
-    out = window_px.astype(np.float64)
+    out: npt.NDArray[Any] = window_px
     for axis in (0, 1):
-        n_out = -(-(window_px.shape[axis] - 2 * half) // factor)
-        csum = np.cumsum(out, axis=axis)
-        zero = np.zeros_like(np.take(csum, [0], axis=axis))
-        csum = np.concatenate([zero, csum], axis=axis)
-        starts = np.arange(n_out) * factor  # output j's window: margin-frame pixels j*f .. j*f+2h
-        out = np.take(csum, starts + side, axis=axis) - np.take(csum, starts, axis=axis)
-    return np.round(out / side**2).astype(np.uint8)
+        n_out = -(-(out.shape[axis] - 2 * half) // factor)
+        # Output j's window is margin-frame pixels j*f .. j*f + 2*half: f pixels, plus the next
+        # one when f is even.
+        head = out[: n_out * factor] if axis == 0 else out[:, : n_out * factor]
+        shape = (*out.shape[:axis], n_out, factor, *out.shape[axis + 1 :])
+        sums = head.reshape(shape).sum(axis=axis + 1, dtype=np.uint32)
+        if side > factor:
+            nxt = out[factor::factor] if axis == 0 else out[:, factor::factor]
+            sums += np.take(nxt, np.arange(n_out), axis=axis)
+        out = sums
+    return ((out + side**2 // 2) // side**2).astype(np.uint8)  # rounded mean (no ties: odd)
 
 
 def _preview_level(slide: Slide, wanted_ds: float) -> tuple[int, int]:

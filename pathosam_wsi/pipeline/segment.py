@@ -118,7 +118,7 @@ def prepare_slide(
     block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, layout.staging)
     plan = SlidePlan(handle, sid, frame, grid, config, str(layout.staging.path), block_ids)
     chunk_px = min(config.tiling.tile_px, max(frame.wh_px))  # never a chunk beyond the image
-    create_label_image(plan.labels_path, frame.wh_px, chunk_px, frame.mpp, sid)
+    create_label_image(plan.labels_path, frame.wh_px, chunk_px, frame.mpp, sid, handle.open())
     return plan, tissue_s
 
 

@@ -165,7 +165,7 @@ def refine_output(
     layout.discard_staging()
     layout.prepare_staging("refine")  # never resumed: the staging folder was just removed
     work = layout.staging
-    create_label_image(work.labels, wh, tile, mpp_l0, sid)
+    create_label_image(work.labels, wh, tile, mpp_l0, sid, slide)
     levels = open_levels(work.labels)
     for y in range(0, wh[1], tile):
         for x in range(0, wh[0], tile):

@@ -309,7 +309,7 @@ def _write_outputs(
     labels_path = work.labels
     if labels_path.exists():
         shutil.rmtree(labels_path)
-    create_label_image(labels_path, wh, tile, float(slide.mpp), sid)
+    create_label_image(labels_path, wh, tile, float(slide.mpp), sid, slide)
     levels = open_levels(labels_path)
     for y in range(0, wh[1], tile):
         for x in range(0, wh[0], tile):

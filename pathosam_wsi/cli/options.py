@@ -277,7 +277,7 @@ def check_model_name(config: RunConfig) -> None:
     names = available_models()
     if config.model.name not in names:
         raise ConfigError(
-            f"--model {config.model.name!r}: no such model; choose one of {', '.join(names)} "
+            f"--model: unknown model {config.model.name!r}; choose one of {', '.join(names)} "
             "('pathosam-wsi models list' shows their files)"
         )
 

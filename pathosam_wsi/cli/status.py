@@ -15,7 +15,9 @@ _MIN_ERROR_CHARS = 20
 
 
 def _cell(value: Any) -> str:
-    if value is None or value != value:  # None, NaN, pandas NA
+    import pandas as pd
+
+    if pd.isna(value):  # None, NaN, pandas NA
         return "-"
     if isinstance(value, float):
         return f"{value:.1f}"

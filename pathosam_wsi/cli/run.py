@@ -54,10 +54,11 @@ def _quiet_distributed_logs() -> None:
 )
 @click.option(
     "--cluster",
-    type=click.Choice(["local", "threads", "none", "slurm"]),
-    default="local",
+    type=click.Choice(["auto", "local", "threads", "none", "slurm"]),
+    default="auto",
     show_default=True,
-    help="local: LocalCUDACluster (GPUs) or LocalCluster; threads: one in-process "
+    help="auto: local with GPUs, else threads (faster on CPUs); local: LocalCUDACluster "
+    "(GPUs) or LocalCluster of worker processes; threads: one in-process "
     "worker; none: threads without dask.distributed (debugging); slurm: workers as SLURM "
     "jobs (pathosam-wsi[slurm], docs/cluster.md).",
 )

@@ -183,7 +183,8 @@ class ConsoleProgress:
             if rate:
                 eta = format_duration(left / rate)
             elif self.cpu_s_per_block is not None and planned:
-                eta = f"~{format_duration(left * self.cpu_s_per_block)} (estimated)"
+                guess_s = max(left * self.cpu_s_per_block - elapsed, 0.0)
+                eta = f"~{format_duration(guess_s)} (estimated)"
             else:
                 eta = "?"
             pct = f"{100 * done / planned:.0f}%" if planned else "-"

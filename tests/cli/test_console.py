@@ -84,7 +84,7 @@ def test_cpu_sam_warns_once_with_an_estimate() -> None:
     progress = ConsoleProgress(stream=io.StringIO(), cpu_s_per_block=36.0)
     with pytest.warns(PathoSamWarning, match=r"36 s per block: 100 blocks need about 1:00:00"):
         progress("planned", 100)
-    assert "ETA ~1:00:00 (estimated)" in progress.line()
+    assert re.search(r"ETA ~(1:00:00|0:59:5\d) \(estimated\)", progress.line()), progress.line()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         progress("planned", 0)  # a second slide of a cohort: no second warning

@@ -213,3 +213,18 @@ def test_from_dict_round_trips_to_dict() -> None:
     }
     assert dataclasses.replace(config) == config
     assert np.isclose(config.slide.mpp or 0, 0.45)
+
+
+def test_readme_toml_example_loads_and_names_every_key(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "readme.toml"
+    path.write_text(example)
+    config = RunConfig.from_toml(path)
+    assert config.tiling.tile_px == 1024 and config.model.precision == "bf16"
+    assert config.tissue.enabled is False and config.watershed.min_size_px == 30
+    keys_text = readme.split("Keys: top level", 1)[1].split("\n\n", 1)[0]
+    for section, cls in SECTIONS.items():
+        assert f"`[{section}]`" in keys_text
+        for f in dataclasses.fields(cls):
+            assert f"`{f.name}" in keys_text, f"README misses {section}.{f.name}"

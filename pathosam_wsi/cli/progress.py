@@ -101,12 +101,16 @@ class ConsoleProgress:
         self._last_line = ""
         self._last_write = 0.0
         self._warned = False
+        self._showwarning = warnings.showwarning
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> ConsoleProgress:
         if self.disable:
             return self
         self._t0 = time.monotonic()
+        if not self.plain:  # a warning must not continue the redrawn line
+            self._showwarning = warnings.showwarning
+            warnings.showwarning = self._show_warning_below
         self._listening = listening(self._on_block)
         self._listening.__enter__()
         self._thread = threading.Thread(target=self._tick, name="pathosam-progress", daemon=True)
@@ -120,6 +124,8 @@ class ConsoleProgress:
         if self._thread is not None:
             self._thread.join()
         self._listening.__exit__(None, None, None)
+        if not self.plain:
+            warnings.showwarning = self._showwarning
         if self.planned or self.slides_total:
             self._write(self.line(), force=True)
         if not self.plain and self._last_line:
@@ -219,6 +225,10 @@ class ConsoleProgress:
             self.stream.write("\r" + text.ljust(width))
         self.stream.flush()
         self._last_line, self._last_write = text, now
+
+    def _show_warning_below(self, *args: Any, **kwargs: Any) -> None:
+        self._clear()
+        self._showwarning(*args, **kwargs)
 
     def _clear(self) -> None:
         """End a redrawn line so that a warning starts on its own line."""

@@ -68,6 +68,20 @@ def test_terminal_redraws_one_line() -> None:
     assert "elapsed 0:00:01" in text
 
 
+def test_terminal_warning_starts_on_its_own_line() -> None:
+    stream = FakeTty()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda *a, **k: stream.write("warning: x\n")
+        with ConsoleProgress(stream=stream) as progress:
+            progress("planned", 3)
+            time.sleep(1.1)  # a line is drawn
+            warnings.warn("x", PathoSamWarning, stacklevel=1)
+        assert warnings.showwarning != progress._show_warning_below  # restored
+    text = stream.getvalue()
+    assert "| nuclei 0\nwarning: x\n" in text.replace(" \n", "\n"), repr(text)
+
+
 def test_cohort_counts_blocks_per_slide() -> None:
     stream = io.StringIO()
     with ConsoleProgress(stream=stream, slides=2) as progress:

@@ -111,7 +111,7 @@ class ConsoleProgress:
         if not self.plain:  # a warning must not continue the redrawn line
             self._showwarning = warnings.showwarning
             warnings.showwarning = self._show_warning_below
-        self._listening = listening(self._on_block)
+        self._listening = listening(self.on_block)
         self._listening.__enter__()
         self._thread = threading.Thread(target=self._tick, name="pathosam-progress", daemon=True)
         self._thread.start()
@@ -151,7 +151,8 @@ class ConsoleProgress:
         if event == "planned" and not self.disable:
             self._warn_cpu_once()
 
-    def _on_block(self, event: BlockDone) -> None:
+    def on_block(self, event: BlockDone) -> None:
+        """Count a finished block (from this process or forwarded from a worker)."""
         sid = event.slide_id if self.slides_total is not None else ""
         with self._lock:
             self._count(sid, event.block_id, event.nuclei, computed=True)

@@ -140,6 +140,7 @@ def run(
     from pathosam_wsi.cohort import read_manifest, read_status, run_cohort
     from pathosam_wsi.cohort_check import check_manifest_slides, describe_bad_rows
     from pathosam_wsi.distributed.cluster import connect, dashboard_link
+    from pathosam_wsi.distributed.progress import forward_block_progress
 
     _quiet_distributed_logs()
     try:
@@ -175,7 +176,8 @@ def run(
             progress = ConsoleProgress(
                 disable=quiet, slides=len(entries), cpu_s_per_block=cpu_seconds_per_block(config)
             )
-            with progress, warnings.catch_warnings():
+            forward = forward_block_progress(None if quiet else client, progress.on_block)
+            with progress, forward, warnings.catch_warnings():
                 warnings.simplefilter("default")
                 rows = run_cohort(
                     entries,

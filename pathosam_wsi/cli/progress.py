@@ -20,12 +20,12 @@ from pathosam_wsi.pipeline.progress import BlockDone, listening
 
 __all__ = ["CPU_S_PER_BLOCK", "ConsoleProgress", "cpu_seconds_per_block", "format_duration"]
 
-CPU_S_PER_BLOCK = {"vit_b": 36.0, "vit_l": 110.0, "vit_h": 220.0}
+CPU_S_PER_BLOCK = {"vit_b": 36.0, "vit_l": 130.0, "vit_h": 270.0}
 """Seconds per block (640 px outer box, resized to 1024) of a PathoSAM encoder on a CPU.
 
-vit_b: measured with test weights on a 2-core machine (README "Options"); vit_l and vit_h
-scaled by their encoders' multiply-adds (about 3x and 6x vit_b). The first measured blocks
-replace this figure in the ETA.
+vit_b: the figure measured on a 2-core machine (issue 10; README "Options" has a run under load);
+vit_l and vit_h scaled by encoder parameter count (307M and 632M against 86M: 3.6x and 7.4x),
+not measured. The first measured blocks replace this figure in the ETA.
 """
 
 

@@ -209,7 +209,7 @@ def main() -> None:
 def _run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from PIL import Image
 
-    from pathosam_wsi.cli_models import write_test_checkpoint
+    from pathosam_wsi.cli.models import write_test_checkpoint
 
     if args.slide is None:
         from pathosam_wsi.datasets import fetch

@@ -387,7 +387,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     weights: dict[str, str] = {"name": "sam_tiny_random"}
     if not args.dry_run:
-        from pathosam_wsi.cli_models import write_test_checkpoint
+        from pathosam_wsi.cli.models import write_test_checkpoint
 
         ckpt, dec = work / "vit_b_test.pt", work / "vit_b_test_decoder.pt"
         write_test_checkpoint(ckpt, dec, model_type="vit_b")

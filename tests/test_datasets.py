@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pathosam_wsi import cli_data, datasets
+from pathosam_wsi import datasets
+from pathosam_wsi.cli import data as cli_data
 from pathosam_wsi.datasets import DataFetchError, DataFile, extract_member, fetch, fetch_many
 from pathosam_wsi.errors import PathoSamWarning
 from pathosam_wsi.files import sha256_file

@@ -31,16 +31,8 @@ import pathosam_wsi
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Modules moved into the cli/ package by the configuration engineer: the lead removes these
-# entries at the cli merge (issue 10 item 2: "no private imports across commands").
-PRIVATE_IMPORT_ALLOWED: set[tuple[str, str, str]] = {
-    ("pathosam_wsi.cli_cohort", "pathosam_wsi.cli", "_build_config"),
-    ("pathosam_wsi.cli_cohort", "pathosam_wsi.cli", "_config_options"),
-    ("pathosam_wsi.cli_cohort", "pathosam_wsi.cli", "_fail"),
-    ("pathosam_wsi.cli_cohort", "pathosam_wsi.cli", "_model_options"),
-    ("pathosam_wsi.cli_cohort", "pathosam_wsi.cli", "_slide_options"),
-    ("pathosam_wsi.cli_cohort", "pathosam_wsi.cli", "_watershed_options"),
-}
+# Known exceptions as (importer, module, name); empty since the cli package landed.
+PRIVATE_IMPORT_ALLOWED: set[tuple[str, str, str]] = set()
 
 
 @dataclass(frozen=True)

@@ -304,6 +304,11 @@ class CohortLayout:
         return self.out_dir / ".status-owner.json"
 
     @property
+    def slurm_dir(self) -> Path:
+        """``OUT/.slurm``: job scripts and logs of ``--cluster slurm``."""
+        return self.out_dir / ".slurm"
+
+    @property
     def nuclei_dir(self) -> Path:
         """``OUT/nuclei``: every slide's table as ``<slide_id>.parquet``."""
         return self.out_dir / NUCLEI_DIR

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from pathosam_wsi.cli import main
-from pathosam_wsi.cli_models import models, resolve_weight_names
+from pathosam_wsi.cli.models import models, resolve_weight_names
 
 
 def test_list_shows_models_and_cache(tmp_path: Path, monkeypatch) -> None:

@@ -70,7 +70,7 @@ def test_classes_need_a_semantic_decoder(monkeypatch, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_vit_b_end_to_end_with_generated_checkpoint(tmp_path: Path, he_tile) -> None:
-    from pathosam_wsi.cli_models import write_test_checkpoint
+    from pathosam_wsi.cli.models import write_test_checkpoint
 
     sam, dec, sem = tmp_path / "sam.pt", tmp_path / "dec.pt", tmp_path / "sem.pt"
     write_test_checkpoint(sam, dec, sem)

@@ -1,4 +1,4 @@
-"""``pathosam-wsi export qupath`` and ``pathosam-wsi qc``: outputs for viewers and people."""
+"""``pathosam-wsi export qupath``: a slide's nuclei for viewers (QuPath)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,10 @@ from pathlib import Path
 
 import click
 
+from pathosam_wsi.cli.errors import check_result_dir
 from pathosam_wsi.errors import PathoSamError
 
-__all__ = ["export", "qc"]
-
-
-def _result_dir(path: Path) -> Path:
-    """Check that ``path`` is an ``OUT/<slide_id>`` folder with a nucleus table."""
-    if not (path / "nuclei.parquet").is_file():
-        click.echo(
-            f"error: {path} has no nuclei.parquet; give OUT/<slide_id> of a finished run", err=True
-        )
-        sys.exit(2)
-    return path
+__all__ = ["export"]
 
 
 @click.group()
@@ -72,8 +63,9 @@ def qupath(
 ) -> None:
     """Write RESULT_DIR's nuclei as a QuPath GeoJSON FeatureCollection (File > Import objects)."""
     from pathosam_wsi.export.qupath import default_output, export_qupath
+    from pathosam_wsi.pipeline.layout import ResultFolder
 
-    table = _result_dir(result_dir) / "nuclei.parquet"
+    table = ResultFolder(check_result_dir(result_dir)).table
     dest = out_path or default_output(result_dir, compress)
     if region is not None and (region[2] <= 0 or region[3] <= 0):
         click.echo(
@@ -95,32 +87,3 @@ def qupath(
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
     click.echo(f"{n} nuclei -> {dest}")
-
-
-@click.command()
-@click.argument("result_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--crops",
-    type=click.IntRange(0, 100),
-    default=4,
-    show_default=True,
-    help="Full-resolution crops.",
-)
-@click.option(
-    "--crop-px",
-    type=click.IntRange(16, 8192),
-    default=512,
-    show_default=True,
-    help="Crop side, level-0 px.",
-)
-def qc(result_dir: Path, crops: int, crop_px: int) -> None:
-    """Write QC pictures to RESULT_DIR/qc/: density heatmap and outlined crops."""
-    from pathosam_wsi.export.qc import write_qc
-
-    try:
-        paths = write_qc(_result_dir(result_dir), n_crops=crops, crop_px=crop_px)
-    except PathoSamError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
-    for p in paths:
-        click.echo(str(p))

@@ -186,7 +186,7 @@ def test_models_list_prints_every_url_and_help_lists_every_model() -> None:
     from click.testing import CliRunner
 
     from pathosam_wsi.cli import main
-    from pathosam_wsi.model.base import available_models
+    from pathosam_wsi.model.registry import available_models
     from pathosam_wsi.model.weights import REGISTRY
 
     listing = CliRunner().invoke(main, ["models", "list"])

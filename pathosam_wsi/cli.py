@@ -293,6 +293,7 @@ def _attach_optional_commands() -> None:
         ("pathosam_wsi.cli_export", "export"),
         ("pathosam_wsi.cli_export", "qc"),
         ("pathosam_wsi.cli_prompt", "prompt"),
+        ("pathosam_wsi.cli_finetune", "finetune"),
     ):
         try:
             mod = importlib.import_module(module)

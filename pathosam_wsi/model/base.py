@@ -111,6 +111,7 @@ def register_model(
 def _load_builtin_models() -> None:
     """Import the modules that register the built-in models."""
     import pathosam_wsi.model.classical
+    import pathosam_wsi.model.learned
     import pathosam_wsi.model.replay
 
     try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import numpy.typing as npt
 import pytest
+import torch
 
 from pathosam_wsi.finetune.augment import Augment
 from pathosam_wsi.finetune.data import Sample
@@ -38,3 +41,13 @@ def synthetic_pair(
 def tiny_samples() -> list[Sample]:
     """Two 96x96 synthetic images with about 16 nuclei each."""
     return [Sample(f"s{i}", *synthetic_pair(i)) for i in range(2)]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads wait on each other at
+    every small op (17x slower measured here)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

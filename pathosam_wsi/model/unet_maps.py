@@ -151,7 +151,7 @@ def predict_maps(
     (3, H, W) float32 numpy array, CYX
     """
     h, w = int(rgb.shape[0]), int(rgb.shape[1])
-    x = rgb_to_input(torch.from_numpy(rgb).unsqueeze(0)).to(device)  # (1, 3, H, W)
+    x = rgb_to_input(torch.tensor(rgb).unsqueeze(0)).to(device)  # (1, 3, H, W); copies read-only
     if abs(scale - 1.0) > 1e-3:
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)

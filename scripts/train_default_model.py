@@ -16,6 +16,7 @@ import hashlib
 import logging
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stamp-only", action="store_true", help="ship OUT/decoder.pt as is")
+    parser.add_argument("--no-stamp", action="store_true", help="train only, ship nothing")
+    parser.add_argument("--epochs", type=int, default=CONFIG.epochs, help="experiments only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -96,7 +99,9 @@ def main() -> None:
         samples = histolytics_samples()
         n_nuclei = sum(int(s.labels.max()) for s in samples)
         logger.info("%d samples, %d nuclei", len(samples), n_nuclei)
-        train(samples, args.out, CONFIG, resume=args.resume)
+        train(samples, args.out, replace(CONFIG, epochs=args.epochs), resume=args.resume)
+    if args.no_stamp:
+        return
     logger.info("shipped weights sha256 %s", stamp(args.out / BEST))
 
 

@@ -43,7 +43,7 @@ def tiny_samples() -> list[Sample]:
     return [Sample(f"s{i}", *synthetic_pair(i)) for i in range(2)]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread() -> Iterator[None]:
     """One intra-op thread: on a shared 2-core machine two OpenMP threads wait on each other at
     every small op (17x slower measured here)."""

@@ -154,6 +154,20 @@ _ENTRIES: list[DataFile] = [
         "npz 'nuc_raster' 1500x1500 int32, 1,294 model-generated instances",
     ),
     _histolytics(
+        "hgsc_stromal_he",
+        "hgsc_stromal_he.jpg",
+        "24d152a0c8cf6860567881855db9dbbbf279f1c749adadbe61f58aacdf112631",
+        1123723,
+        "1500x1500 RGB H&E, high-grade serous ovarian carcinoma stroma",
+    ),
+    _histolytics(
+        "hgsc_stromal_cells",
+        "hgsc_stromal_cells.parquet",
+        "18fdeb9ccb620d757fa47a8bb6c20915d5f40f981b5bb8ce2aa3a4d1b97fe0f9",
+        72543,
+        "423 model-generated nucleus polygons (WKB, pixel coords) of hgsc_stromal_he",
+    ),
+    _histolytics(
         "hgsc_nuclei_wsi",
         "hgsc_nuclei_wsi.parquet",
         "11bc65eae6c955eb1f4d38130ce49e6c40c75ac24bcfba7c47977ff5cf48fb00",
@@ -178,6 +192,7 @@ DATASETS: dict[str, DataFile] = {entry.name: entry for entry in _ENTRIES}
 GROUPS: dict[str, tuple[str, ...]] = {
     "pannuke": tuple(e.name for e in _ENTRIES if e.name.startswith("pannuke_")),
     "hgsc_nest_pair": ("hgsc_nest", "hgsc_nest_inst_mask"),
+    "hgsc_stromal_pair": ("hgsc_stromal_he", "hgsc_stromal_cells"),
 }
 """Names that stand for several files."""
 

@@ -10,6 +10,7 @@ from pathosam_wsi.cli.data import sample_data
 from pathosam_wsi.cli.errors import CliGroup, set_debug
 from pathosam_wsi.cli.evaluate import evaluate
 from pathosam_wsi.cli.export import export
+from pathosam_wsi.cli.finetune import finetune
 from pathosam_wsi.cli.info import info
 from pathosam_wsi.cli.models import models
 from pathosam_wsi.cli.prompt import prompt
@@ -50,3 +51,4 @@ main.add_command(evaluate)
 main.add_command(export)
 main.add_command(qc)
 main.add_command(prompt)
+main.add_command(finetune)

@@ -220,7 +220,7 @@ def _merged_s(intervals: list[tuple[float, float]], lo: float, hi: float) -> flo
 def _warm_worker() -> None:
     """Import the engine and register the models on a worker before the timed part."""
     import pathosam_wsi.cohort  # noqa: F401
-    from pathosam_wsi.model.base import available_models
+    from pathosam_wsi.model.registry import available_models
 
     available_models()
 

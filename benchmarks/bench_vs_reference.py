@@ -109,7 +109,7 @@ def child(png: str, work: str, precision: str, ckpt: str, thr_json: str, out: st
         TissueConfig,
         WatershedConfig,
     )
-    from pathosam_wsi.model.base import get_model
+    from pathosam_wsi.model.registry import get_model
 
     imports_s = time.perf_counter() - t0
     thr = json.loads(thr_json)
@@ -209,7 +209,7 @@ def main() -> None:
 def _run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from PIL import Image
 
-    from pathosam_wsi.cli_models import write_test_checkpoint
+    from pathosam_wsi.cli.models import write_test_checkpoint
 
     if args.slide is None:
         from pathosam_wsi.datasets import fetch

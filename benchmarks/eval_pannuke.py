@@ -5,7 +5,7 @@ mSA, F1 at IoU 0.5 and PQ against the manual ``inst_map``. Prints a markdown tab
 mean per model). The patches (CC BY-NC-SA 4.0) are fetched into the data cache, never committed.
 PanNuke is 40x, about 0.25 µm/px.
 
-    python benchmarks/eval_pannuke.py [--models classical pathosam_vit_b ...] [--json FILE]
+    python benchmarks/eval_pannuke.py [--models classical learned ...] [--json FILE]
 
 A model that cannot be built here (e.g. PathoSAM without its downloaded weights) gets one row that
 says why instead of numbers. Test models with random weights (names containing ``random``) are
@@ -30,7 +30,7 @@ from PIL import Image
 from pathosam_wsi.config import ModelConfig, WatershedConfig
 from pathosam_wsi.datasets import fetch_many
 from pathosam_wsi.evaluate import evaluate_labels
-from pathosam_wsi.model.base import available_models, build_model
+from pathosam_wsi.model.registry import available_models, build_model
 from pathosam_wsi.postprocess.watershed import ais_watershed
 
 logger = logging.getLogger("eval_pannuke")

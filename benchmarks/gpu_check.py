@@ -105,9 +105,9 @@ def _model_config(args: argparse.Namespace, weights: dict[str, str], precision: 
 
 def _counters(model_config: Any, *, required: bool) -> tuple[int, int, float, int]:
     """(tiles, batches, busy_s, last batch size) of the runner built for ``model_config``."""
-    from pathosam_wsi.model import base
+    from pathosam_wsi.model.registry import cached_models
 
-    found = [m for (cfg, _mpp), m in base._CACHE.items() if cfg == model_config]
+    found = [m for cfg, _mpp, m in cached_models() if cfg == model_config]
     if not found and not required:
         return 0, 0, 0.0, 0
     _require(len(found) == 1, f"expected one cached model for {model_config}, got {len(found)}")
@@ -120,7 +120,7 @@ def sample_map_deviation(
 ) -> tuple[dict[str, float], Any]:
     """Max abs map difference of each precision to fp32 on ``tiles``; watershed thresholds."""
     from pathosam_wsi.config import WatershedConfig
-    from pathosam_wsi.model.base import build_model
+    from pathosam_wsi.model.registry import build_model
 
     maps: dict[str, np.ndarray] = {}
     for precision in ("fp32", "tf32", "bf16"):
@@ -247,10 +247,10 @@ def _worker_stats() -> list[dict[str, Any]]:
     """Runner counters and CUDA figures of the models cached in one dask worker."""
     import torch as _torch
 
-    from pathosam_wsi.model import base as _base
+    from pathosam_wsi.model.registry import cached_models
 
     out = []
-    for (cfg, _mpp), model in _base._CACHE.items():
+    for cfg, _mpp, model in cached_models():
         runner = getattr(model, "runner", None)
         if runner is None:
             continue
@@ -387,7 +387,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     weights: dict[str, str] = {"name": "sam_tiny_random"}
     if not args.dry_run:
-        from pathosam_wsi.cli_models import write_test_checkpoint
+        from pathosam_wsi.cli.models import write_test_checkpoint
 
         ckpt, dec = work / "vit_b_test.pt", work / "vit_b_test_decoder.pt"
         write_test_checkpoint(ckpt, dec, model_type="vit_b")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pathosam_wsi.config import RunConfig
 from pathosam_wsi.export.omezarr import create_label_image
-from pathosam_wsi.model.base import get_model
+from pathosam_wsi.model.registry import get_model
 from pathosam_wsi.pipeline.assemble import global_luts, paint_blocks, write_table
 from pathosam_wsi.pipeline.blocks import block_arrays
 from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file

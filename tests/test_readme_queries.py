@@ -1,4 +1,4 @@
-"""The README's query examples (notes/queries.md), run on a real output folder."""
+"""The README's query examples (README.md, "Using the outputs"), run on a real output folder."""
 
 from __future__ import annotations
 

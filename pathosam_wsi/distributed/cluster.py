@@ -1,9 +1,13 @@
 """Clients for every place the engine runs: this process, local workers, or an existing cluster.
 
-``--cluster local`` starts one worker per GPU through dask-cuda's ``LocalCUDACluster`` when GPUs
-are present and dask-cuda is installed, otherwise a ``LocalCluster`` of single-threaded worker
-processes; ``--scheduler ADDRESS|FILE`` connects to a cluster started elsewhere (SLURM, Kubernetes,
-``dask scheduler``); ``none`` runs each slide's graph on dask's threaded scheduler in this process.
+``--cluster auto`` (the default) is ``local`` on a machine with GPUs and ``threads`` without: on
+CPUs one in-process worker with a thread per core was measured faster than worker processes
+(two sample slides on 2 cores: README "Cohorts and clusters"), since the block kernels release
+the GIL and no pixels or results cross processes. ``--cluster local`` starts one worker per GPU
+through dask-cuda's ``LocalCUDACluster`` when GPUs are present and dask-cuda is installed,
+otherwise a ``LocalCluster`` of single-threaded worker processes; ``--scheduler ADDRESS|FILE``
+connects to a cluster started elsewhere (SLURM, Kubernetes, ``dask scheduler``); ``none`` runs
+each slide's graph on dask's threaded scheduler in this process.
 """
 
 from __future__ import annotations
@@ -22,12 +26,19 @@ if TYPE_CHECKING:
 
     from pathosam_wsi.distributed.slurm import SlurmOptions
 
-__all__ = ["ClusterKind", "connect", "dashboard_link", "has_gpu_workers", "make_client"]
+__all__ = [
+    "ClusterKind",
+    "auto_kind",
+    "connect",
+    "dashboard_link",
+    "has_gpu_workers",
+    "make_client",
+]
 
 log = logging.getLogger(__name__)
 
-ClusterKind = Literal["local", "threads", "none", "slurm"]
-_KINDS = ("local", "threads", "none", "slurm")
+ClusterKind = Literal["auto", "local", "threads", "none", "slurm"]
+_KINDS = ("auto", "local", "threads", "none", "slurm")
 _LOCAL_HOST = "127.0.0.1"
 """Local clusters (scheduler, workers, dashboard) listen on loopback only."""
 
@@ -39,6 +50,34 @@ def _gpu_count() -> int:
     except ImportError:
         return 0
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def auto_kind() -> ClusterKind:
+    """What ``auto`` means here: ``local`` with GPUs, ``threads`` without (faster on CPUs)."""
+    return "local" if _gpu_count() > 0 else "threads"
+
+
+class _ShutdownNoise(logging.Filter):
+    """Drops the nanny's "Worker process still alive after 4.0 seconds, killing" lines.
+
+    They are printed when a worker process of our own local cluster takes longer than the
+    nanny's fixed 4 s to exit (interpreter teardown of torch/zarr on a busy machine); the results
+    are written by then, and the process is ended either way.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "still alive after" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_shutdown() -> Iterator[None]:
+    """Close a local cluster without the nanny's kill warnings."""
+    logger, noise = logging.getLogger("distributed.nanny"), _ShutdownNoise()
+    logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        logger.removeFilter(noise)
 
 
 def _nvml_error() -> type[BaseException]:
@@ -130,7 +169,7 @@ def _connect(scheduler: str, timeout_s: float) -> Client:
 
 
 def make_client(
-    cluster: ClusterKind = "local",
+    cluster: ClusterKind = "auto",
     scheduler: str | None = None,
     n_workers: int | None = None,
     *,
@@ -142,10 +181,10 @@ def make_client(
 
     Parameters
     ----------
-    cluster : {"local", "threads", "none", "slurm"}
-        ``local``: LocalCUDACluster (GPUs) or LocalCluster of ``n_workers`` single-threaded
-        processes; ``threads``: one in-process worker with ``n_workers`` threads; ``none``: no
-        client. Ignored when ``scheduler`` is given.
+    cluster : {"auto", "local", "threads", "none", "slurm"}
+        ``auto``: ``local`` with GPUs, else ``threads``; ``local``: LocalCUDACluster (GPUs) or
+        LocalCluster of ``n_workers`` single-threaded processes; ``threads``: one in-process
+        worker with ``n_workers`` threads; ``none``: no client. Ignored when ``scheduler`` is given.
     scheduler : str, optional
         Address (``tcp://HOST:PORT``, ``tls://HOST:PORT``) or scheduler-file path of an existing
         cluster; TLS settings come from dask's configuration (``distributed.comm.tls.*``).
@@ -173,6 +212,8 @@ def make_client(
         return _connect(scheduler, timeout_s)
     if cluster not in _KINDS:
         raise ConfigError(f"cluster {cluster!r} is unknown; expected one of {', '.join(_KINDS)}")
+    if cluster == "auto":
+        cluster = auto_kind()
     if cluster == "none":
         return None
     if cluster == "slurm":
@@ -187,7 +228,7 @@ def make_client(
 
 @contextmanager
 def connect(
-    cluster: ClusterKind = "local",
+    cluster: ClusterKind = "auto",
     scheduler: str | None = None,
     n_workers: int | None = None,
     *,
@@ -201,9 +242,10 @@ def connect(
     finally:
         if client is not None:
             owned = None if scheduler else client.cluster
-            client.close()
-            if owned is not None:
-                owned.close()
+            with _quiet_shutdown():
+                client.close()
+                if owned is not None:
+                    owned.close()
 
 
 def has_gpu_workers(client: Client) -> bool:

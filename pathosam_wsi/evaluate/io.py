@@ -22,10 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from pathosam_wsi.errors import ConfigError
+from pathosam_wsi.pipeline.layout import LABELS_ZARR
 
 __all__ = ["LabelData", "load_labels"]
 
-LABELS_ZARR = "labels.ome.zarr"
 _INSTANCE_KEYS = ("inst_map", "nuc_raster", "labels", "instances", "instance", "arr_0")
 _CLASS_KEYS = ("type_map", "classes", "semantic", "type_raster")
 

@@ -1,10 +1,11 @@
 """Nucleus labels as an OME-NGFF 0.4 label image (zarr v2), written chunk by chunk.
 
-Layout: ``labels.ome.zarr/labels/nuclei/s0..sK``. Level k keeps every 2^k-th pixel starting at
-offset 2^k // 2 (nearest-neighbour, ids are never blended), so its translation is (2^k // 2)
-level-0 pixels (index = pixel centre, as ome-zarr's own pyramids). Each core block maps to
-exactly one chunk per level, so blocks never write the same chunk.
-Scale is in micrometres, so the labels overlay the slide in any NGFF viewer.
+Layout: ``labels.ome.zarr/labels/nuclei/s0..sK`` under a root image (a slide preview,
+export/preview.py), so viewers opening the root find both. Level k is ``s0[::2**k, ::2**k]``
+(nearest-neighbour, ids are never blended): its pixel i is level-0 pixel ``i * 2**k``, so scale
+``2**k * mpp`` with translation 0 is exact, also in viewers that ignore per-level translations
+(napari). Each core block maps to exactly one chunk per level, so blocks never write the same
+chunk. Scale is in micrometres, so the labels overlay the slide in any NGFF viewer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from zarr.core.metadata.v2 import ArrayV2Metadata
 from zarr.storage import LocalStore
 
 from pathosam_wsi._types import BoxXYXY
-from pathosam_wsi.export.atomic import atomic_write
+from pathosam_wsi.export.preview import read_preview, write_preview
+from pathosam_wsi.files import atomic_write
+from pathosam_wsi.slide.open import Slide
 
 __all__ = ["LABEL_NAME", "create_label_image", "level_count", "open_levels", "write_core"]
 
@@ -40,13 +43,18 @@ def level_count(wh_px: tuple[int, int], chunk_px: int) -> int:
 
 
 def _level_len(length_px: int, factor: int) -> int:
-    return length_px if factor == 1 else max((length_px - factor // 2 - 1) // factor + 1, 1)
+    return -(-length_px // factor)  # pixels 0, f, 2f, ... < length_px
 
 
 def create_label_image(
-    path: Path, wh_px: tuple[int, int], chunk_px: int, mpp: float, slide_name: str
+    path: Path,
+    wh_px: tuple[int, int],
+    chunk_px: int,
+    mpp: float,
+    slide_name: str,
+    slide: Slide | None = None,
 ) -> None:
-    """Create the empty store with NGFF metadata.
+    """Create the empty store with NGFF metadata (and the root preview image when given a slide).
 
     Parameters
     ----------
@@ -58,6 +66,11 @@ def create_label_image(
         Chunk side of level 0 (= block core size).
     mpp : float
         Working pixel size in µm/px.
+    slide_name : str
+        Name in the metadata (the slide id).
+    slide : Slide, optional
+        The slide; its preview becomes the root image (without it the root has no image and
+        viewers must open ``labels/nuclei`` itself).
     """
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
     labels_grp = root.create_group("labels")
@@ -77,14 +90,11 @@ def create_label_image(
             compressors=_COMPRESSOR,
             config={"write_empty_chunks": False},
         )
-        offset_um = (f // 2) * mpp  # level-k pixel i samples level-0 pixel i*f + f//2
+        # Level-k pixel i is level-0 pixel i*f: world i*f*mpp, no translation.
         datasets.append(
             {
                 "path": f"s{k}",
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [mpp * f, mpp * f]},
-                    {"type": "translation", "translation": [offset_um, offset_um]},
-                ],
+                "coordinateTransformations": [{"type": "scale", "scale": [mpp * f, mpp * f]}],
             }
         )
     multiscale: dict[str, Any] = {
@@ -100,6 +110,8 @@ def create_label_image(
     }
     grp.attrs.update({"multiscales": [multiscale]})
     grp.attrs["image-label"] = {"version": "0.4", "source": {"image": "../../"}}
+    if slide is not None:
+        write_preview(path, read_preview(slide), slide_name)
 
 
 def open_levels(path: Path) -> list[zarr.Array]:
@@ -153,10 +165,12 @@ def write_core(levels: list[zarr.Array], core_px: BoxXYXY, labels: npt.NDArray[n
     x0, y0 = core_px[0], core_px[1]
     for k, arr in enumerate(levels):
         f = 2**k
-        sub = labels if f == 1 else labels[f // 2 :: f, f // 2 :: f]
+        # The core's first row/column that is a multiple of f (0 for cores on the chunk grid).
+        oy, ox = -y0 % f, -x0 % f
+        sub = labels[oy::f, ox::f]
         if sub.size == 0 or not sub.any():
             continue
-        ly, lx = y0 // f, x0 // f
+        ly, lx = (y0 + oy) // f, (x0 + ox) // f
         direct = _chunk_path(arr, ly, lx)
         if direct is not None and sub.shape[0] <= arr.chunks[0] and sub.shape[1] <= arr.chunks[1]:
             _write_chunk(*direct, arr.chunks, sub)

@@ -2,8 +2,10 @@
 
 ``qc/density.png`` is the slide thumbnail with a nucleus-density heatmap (nuclei per mm², from the
 table centroids binned to the thumbnail grid) and numbered boxes where the crops were taken;
-``qc/crop_<k>.png`` are full-resolution level-0 crops of the densest areas with nucleus outlines
-(the inner boundary pixels of each label, coloured by class when the table has classes).
+``qc/crop_<k>_x<x>_y<y>_w<w>_h<h>.png`` are full-resolution crops of the densest areas with nucleus
+outlines, named by rank and their level-0 box (x, y, width, height), so a crop can be found on the
+slide (outlines: the inner boundary pixels of each label, coloured by class when the table has
+classes).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from skimage.segmentation import find_boundaries
 from pathosam_wsi.errors import ConfigError, PathoSamError
 from pathosam_wsi.export.omezarr import LABEL_NAME
 from pathosam_wsi.export.qupath import class_colour
+from pathosam_wsi.pipeline.layout import ResultFolder
 from pathosam_wsi.slide.open import open_slide
 from pathosam_wsi.slide.tissue import read_thumbnail
 
-__all__ = ["colour_map", "densest_boxes", "density_grid", "write_qc"]
+__all__ = ["colour_map", "crop_file_name", "densest_boxes", "density_grid", "write_qc"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,12 @@ def density_grid(
     ok = (ij[:, 0] >= 0) & (ij[:, 0] < h) & (ij[:, 1] >= 0) & (ij[:, 1] < w)
     flat = ij[ok, 0] * w + ij[ok, 1]
     return np.bincount(flat, minlength=h * w).reshape(h, w).astype(np.float64)
+
+
+def crop_file_name(rank: int, box_l0: tuple[int, int, int, int]) -> str:
+    """``crop_<rank>_x<x>_y<y>_w<w>_h<h>.png`` for the level-0 box (x0, y0, x1, y1), half-open."""
+    x0, y0, x1, y1 = box_l0
+    return f"crop_{rank}_x{x0}_y{y0}_w{x1 - x0}_h{y1 - y0}.png"
 
 
 def densest_boxes(
@@ -192,8 +201,7 @@ def write_qc(
     ConfigError
         If ``result_dir`` lacks run.json or nuclei.parquet.
     """
-    run_json, table = result_dir / "run.json", result_dir / "nuclei.parquet"
-    if not run_json.is_file() or not table.is_file():
+    if not ResultFolder(result_dir).has_outputs():
         raise ConfigError(
             f"{str(result_dir)!r} has no run.json/nuclei.parquet; "
             "expected OUT/<slide_id> of a finished run"
@@ -212,8 +220,9 @@ def write_qc(
 
 def _write_qc(result_dir: Path, n_crops: int, crop_px: int, thumb_max_px: int) -> list[Path]:
     """``write_qc`` after the folder check."""
-    run_json, table = result_dir / "run.json", result_dir / "nuclei.parquet"
-    info = json.loads(run_json.read_text())["input"]
+    folder = ResultFolder(result_dir)
+    table = folder.table
+    info = json.loads(folder.run_json.read_text())["input"]
     slide = open_slide(info["path"], mpp=info["mpp_l0"])
     mpp_l0 = float(info["mpp_l0"])
     w_l0, h_l0 = slide.level_dimensions[0]
@@ -226,17 +235,15 @@ def _write_qc(result_dir: Path, n_crops: int, crop_px: int, thumb_max_px: int) -
         rect = [x0 / thumb_ds, y0 / thumb_ds, x1 / thumb_ds, y1 / thumb_ds]
         draw.rectangle(rect, outline=(0, 200, 255), width=2)
         draw.text((rect[0] + 3, rect[1] + 2), str(k), fill=(0, 200, 255))
-    qc_dir = result_dir / "qc"
+    qc_dir = folder.qc_dir
     qc_dir.mkdir(exist_ok=True)
     written = [qc_dir / "density.png"]
     picture.save(written[0])
-    labels_s0 = zarr.open_group(
-        str(result_dir / "labels.ome.zarr" / "labels" / LABEL_NAME), mode="r"
-    )["s0"]
+    labels_s0 = zarr.open_group(str(folder.labels / "labels" / LABEL_NAME), mode="r")["s0"]
     colours = _class_colours(table)
     ds = float(info["working_mpp"]) / mpp_l0
     for k, box in enumerate(boxes, start=1):
-        written.append(qc_dir / f"crop_{k}.png")
+        written.append(qc_dir / crop_file_name(k, box))
         _crop_picture(slide, labels_s0, box, ds, colours).save(written[-1])
     slide.close()
     log.info("QC pictures in %s (peak density %.0f nuclei/mm2)", qc_dir, top)

@@ -2,10 +2,16 @@
 
 Each row becomes one QuPath object (QuPath >= 0.4 GeoJSON import: ``properties.objectType``,
 optional ``properties.classification`` with ``name`` and ``color`` [r, g, b], and
-``properties.measurements`` as a name -> number map). Coordinates are level-0 px with the origin
-at the top-left of the full-resolution image, which is QuPath's own frame, so no transform is
-applied. Per-row work is vectorised: shapely/GEOS writes the geometry JSON and Arrow formats the
-numbers and joins the strings, so the feature text of one batch is one contiguous Arrow buffer.
+``properties.measurements`` as a name -> number map). As QuPath's own reader and writer do
+(qupath-core 0.6 ``io/QuPathTypeAdapters.java``): a cell's nucleus is a top-level
+``nucleusGeometry`` beside ``geometry``; non-finite measurements are the strings ``"NaN"``,
+``"Infinity"`` and ``"-Infinity"`` (QuPath drops a ``null`` with a warning per value). One row
+without a usable outline would abort QuPath's whole import, so such rows (null, empty or unreadable
+geometry, a non-finite vertex, a ring of < 4 points) are skipped and counted in one warning.
+Coordinates are level-0 px with the origin at the top-left of the full-resolution image, which is
+QuPath's own frame, so no transform is applied. Per-row work is vectorised: shapely/GEOS writes
+the geometry JSON and Arrow formats the numbers and joins the strings, so the feature text of one
+batch is one contiguous Arrow buffer.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
-from pathosam_wsi.errors import ConfigError
+from pathosam_wsi.errors import ConfigError, PathoSamWarning
 
 __all__ = ["CLASS_COLOURS", "class_colour", "default_output", "export_qupath", "feature_texts"]
 
@@ -70,13 +77,18 @@ def _measurement_columns(schema: pa.Schema) -> list[str]:
 
 
 def _number_text(col: pa.Array) -> pa.Array:
-    """JSON text of a numeric column; NaN, inf and null become ``null``."""
+    """JSON text of a numeric column; NaN, +-inf as QuPath's strings; null (missing) as "NaN"."""
     if pa.types.is_boolean(col.type):
         col = pc.cast(col, pa.int8())
     text = pc.cast(col, pa.string())
     if pa.types.is_floating(col.type):
-        text = pc.if_else(pc.is_finite(col), text, pa.scalar("null"))
-    return pc.fill_null(text, "null")
+        special = pc.if_else(
+            pc.is_nan(col),
+            pa.scalar('"NaN"'),
+            pc.if_else(pc.greater(col, 0), pa.scalar('"Infinity"'), pa.scalar('"-Infinity"')),
+        )
+        text = pc.if_else(pc.is_finite(col), text, special)
+    return pc.fill_null(text, '"NaN"')  # QuPath's "missing" measurement is NaN
 
 
 def _classification_text(names: pa.Array) -> pa.Array:
@@ -149,12 +161,25 @@ def _plain_coordinates(
     return plain & ~bad, xy[keep_xy]
 
 
-def _other_geometry_texts(geometry: pa.Array, rows: npt.NDArray[np.bool_]) -> pa.Array:
-    """GEOS GeoJSON of the rows the fast path does not handle (holes, other types, nulls)."""
-    geoms = shapely.from_wkb(geometry.filter(pa.array(rows)).to_numpy(zero_copy_only=False))
-    texts = shapely.to_geojson(geoms)
-    missing = np.array([t is None for t in texts], bool)
-    return pa.array(np.where(missing, "null", texts), pa.large_string())
+def _other_geometries(geometry: pa.Array, rows: npt.NDArray[np.bool_]) -> npt.NDArray[np.object_]:
+    """Shapely geometries of the rows the fast path does not handle (None where unreadable)."""
+    wkb = geometry.filter(pa.array(rows)).to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):  # unreadable WKB is None here; _usable rejects it
+        return np.asarray(shapely.from_wkb(wkb, on_invalid="ignore"), dtype=object)
+
+
+def _usable(geoms: npt.NDArray[np.object_]) -> npt.NDArray[np.bool_]:
+    """Geometries QuPath can import: present, not empty, every vertex finite."""
+    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    xy, index = shapely.get_coordinates(geoms[ok], return_index=True)
+    bad = np.unique(index[~np.isfinite(xy).all(axis=1)])
+    ok[np.flatnonzero(ok)[bad]] = False
+    return np.asarray(ok, bool)
+
+
+def _other_geometry_texts(geoms: npt.NDArray[np.object_]) -> pa.Array:
+    """GEOS GeoJSON of usable geometries (holes, multipolygons, big-endian WKB, ...)."""
+    return pa.array(shapely.to_geojson(geoms), pa.large_string())
 
 
 def _polygon_texts(xy: npt.NDArray[np.float64], n_xy: npt.NDArray[np.int64]) -> pa.Array:
@@ -166,8 +191,36 @@ def _polygon_texts(xy: npt.NDArray[np.float64], n_xy: npt.NDArray[np.int64]) -> 
     return pc.binary_join_element_wise('{"type":"Polygon","coordinates":[[[', rings, "]]]}", "")
 
 
+def _piece_order(
+    geometry_at: npt.NDArray[np.int64],
+    n_lit: int,
+    has_class: bool,
+    n_measurements: int,
+    object_type: ObjectType,
+) -> npt.NDArray[np.int64]:
+    """(n, pieces per row) indexes into the pool of ``feature_texts``.
+
+    Pool: literals (``n_lit``: feature start, nucleusGeometry key, properties start, one key per
+    measurement, end), the n geometry texts (row i's at ``n_lit + geometry_at[i]``), then one
+    (n,) text block per per-row column: the classification (when present), the measurements.
+    """
+    n = geometry_at.size
+    row = np.arange(n)
+    geom = n_lit + geometry_at
+    lit = [np.full(n, i) for i in range(n_lit)]
+    pieces = [lit[0], geom, *([lit[1], geom] if object_type == "cell" else []), lit[2]]
+    block = n_lit + n  # first per-row block
+    if has_class:
+        pieces.append(block + row)
+        block += n
+    for k in range(n_measurements):
+        pieces += [lit[3 + k], block + k * n + row]
+    pieces.append(lit[n_lit - 1])
+    return np.stack(pieces, axis=1)
+
+
 def feature_texts(batch: pa.RecordBatch, object_type: ObjectType = "detection") -> pa.Array:
-    """GeoJSON Feature text of every row of a nucleus-table batch, each prefixed with ``,\\n``.
+    """GeoJSON Feature text of each usable row of a nucleus-table batch, each prefixed ``,\\n``.
 
     Single-ring polygons are read straight from their WKB bytes and their coordinates formatted by
     Arrow (shortest round-trip decimal); other geometries go through GEOS. Each row is then a
@@ -179,21 +232,30 @@ def feature_texts(batch: pa.RecordBatch, object_type: ObjectType = "detection") 
     batch : pyarrow.RecordBatch
         Rows of a nucleus table: ``geometry`` (WKB polygons, level-0 px) is required;
         ``class_name`` (optional) becomes the classification; numeric and boolean columns become
-        measurements (booleans as 0/1, NaN as null).
+        measurements (booleans as 0/1, NaN and null as ``"NaN"``, infinities as ``"Infinity"``
+        and ``"-Infinity"``).
     object_type : {"detection", "cell", "annotation"}
-        QuPath object type.
+        QuPath object type; a cell's ``nucleusGeometry`` is its outline.
 
     Returns
     -------
     pyarrow.StringArray
-        (n,) texts ``,\\n{"type":"Feature",...}`` (LargeStringArray past 1 GiB of text).
+        (k,) texts ``,\\n{"type":"Feature",...}`` of the k usable rows, in order (rows without a
+        usable outline, see :func:`usable_rows`, are left out); LargeStringArray past 1 GiB.
     """
     n, geometry = batch.num_rows, batch.column("geometry")
     plain, n_xy = _wkb_header(geometry)
     plain, xy = _plain_coordinates(geometry, plain, n_xy)
+    others = _other_geometries(geometry, ~plain)
+    usable = plain & (n_xy >= 4)
+    usable[~plain] = _usable(others)
+    if not usable.all():  # rare: drop the unusable rows and start again
+        return feature_texts(batch.filter(pa.array(usable)), object_type)
     names = _measurement_columns(batch.schema)
+    has_class = "class_name" in batch.schema.names
     literals = [
         ',\n{"type":"Feature","geometry":',
+        ',"nucleusGeometry":',
         f',"properties":{{"objectType":"{object_type}"',
         *[
             ("," if i else ',"measurements":{') + json.dumps(name) + ":"
@@ -201,34 +263,28 @@ def feature_texts(batch: pa.RecordBatch, object_type: ObjectType = "detection") 
         ],
         "}}}" if names else "}}",
     ]
-    columns = [_polygon_texts(xy, n_xy[plain]), _other_geometry_texts(geometry, ~plain)]
-    if "class_name" in batch.schema.names:
+    columns = [_polygon_texts(xy, n_xy[plain]), _other_geometry_texts(others)]
+    if has_class:
         columns.append(_classification_text(batch.column("class_name")))
     columns += [_number_text(batch.column(name)) for name in names]
     text_bytes = sum(c.buffers()[2].size for c in columns if c.buffers()[2] is not None)
     kind = pa.string() if text_bytes < 2**30 else pa.large_string()  # int32 offsets when they fit
     pool = pa.concat_arrays([pa.array(literals, kind)] + [c.cast(kind) for c in columns])
     # Pool: literals (L), plain-polygon texts, other-geometry texts, then one (n,) text column each.
-    n_lit, n_plain = len(literals), int(np.count_nonzero(plain))
+    n_plain = int(np.count_nonzero(plain))
     geometry_at = np.where(plain, np.cumsum(plain) - 1, n_plain + np.cumsum(~plain) - 1)
-    row_columns = [n_lit + n + k * n for k in range(len(columns) - 2)]  # first index of each
-    base = [0, n_lit, 1] + ([row_columns.pop(0)] if "class_name" in batch.schema.names else [])
-    step = [0, 1, 0] + ([1] if "class_name" in batch.schema.names else [])
-    for k, first in enumerate(row_columns):
-        base, step = [*base, 2 + k, first], [*step, 0, 1]
-    base, step = [*base, n_lit - 1], [*step, 0]
-    order = np.asarray(base) + np.arange(n)[:, None] * np.asarray(step)  # (n, pieces per row)
-    order[:, 1] = n_lit + geometry_at
+    order = _piece_order(geometry_at, len(literals), has_class, len(names), object_type)
     pieces = pool.take(pa.array(order.ravel()))
-    offsets = pieces.buffers()[1]
     width = 8 if pa.types.is_large_string(kind) else 4
-    piece_offsets = np.frombuffer(offsets, np.int64 if width == 8 else np.int32, len(pieces) + 1)
+    piece_offsets = np.frombuffer(
+        pieces.buffers()[1], np.int64 if width == 8 else np.int32, len(pieces) + 1
+    )
     return pa.Array.from_buffers(  # each row is a run of pieces: no copy
         kind,
         n,
         [
             None,
-            pa.py_buffer(np.ascontiguousarray(piece_offsets[:: len(base)])),
+            pa.py_buffer(np.ascontiguousarray(piece_offsets[:: order.shape[1]])),
             pieces.buffers()[2],
         ],
     )
@@ -257,15 +313,37 @@ def _batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
     yield from pf.iter_batches(batch_size=batch_rows, columns=wanted)  # skips bbox, slide_id
 
 
+def _in_region(
+    batch: pa.RecordBatch, region_xywh_l0: tuple[float, float, float, float]
+) -> pa.Array:
+    """(n,) bool: the row's centroid (level-0 px) lies in the half-open region."""
+    x, y, w, h = region_xywh_l0
+    if {"centroid_x_l0", "centroid_y_l0"} <= set(batch.schema.names):
+        cx = batch.column("centroid_x_l0").to_numpy(zero_copy_only=False)
+        cy = batch.column("centroid_y_l0").to_numpy(zero_copy_only=False)
+    else:  # any GeoParquet: the outline's centroid
+        geoms = shapely.from_wkb(
+            batch.column("geometry").to_numpy(zero_copy_only=False), on_invalid="ignore"
+        )
+        cx, cy = shapely.get_x(shapely.centroid(geoms)), shapely.get_y(shapely.centroid(geoms))
+    return pa.array((cx >= x) & (cx < x + w) & (cy >= y) & (cy < y + h))
+
+
 def _converted(
     batches: Iterator[pa.RecordBatch], object_type: ObjectType, threads: int
-) -> Iterator[pa.Array]:
-    """Feature texts of each non-empty batch, in order, with at most ``threads`` in flight."""
+) -> Iterator[tuple[pa.Array, int]]:
+    """(feature texts, rows skipped) of each non-empty batch, in order, at most ``threads`` in
+    flight."""
+
+    def convert(batch: pa.RecordBatch) -> tuple[pa.Array, int]:
+        texts = feature_texts(batch, object_type)
+        return texts, batch.num_rows - len(texts)
+
     with ThreadPoolExecutor(max(threads, 1)) as pool:
-        pending: deque[Future[pa.Array]] = deque()
+        pending: deque[Future[tuple[pa.Array, int]]] = deque()
         for batch in batches:
             if batch.num_rows:
-                pending.append(pool.submit(feature_texts, batch, object_type))
+                pending.append(pool.submit(convert, batch))
             if len(pending) >= max(threads, 1):
                 yield pending.popleft().result()
         while pending:
@@ -279,29 +357,56 @@ def _open_output(path: Path, compress: bool) -> IO[bytes]:
     return open(path, "wb")
 
 
+def _selected(
+    batches: Iterator[pa.RecordBatch],
+    region_xywh_l0: tuple[float, float, float, float] | None,
+    max_objects: int | None,
+    left_out: list[int],
+) -> Iterator[pa.RecordBatch]:
+    """The rows in the region, at most ``max_objects`` of them; ``left_out[0]`` counts the rest."""
+    taken = 0
+    for batch in batches:
+        rows = batch if region_xywh_l0 is None else batch.filter(_in_region(batch, region_xywh_l0))
+        if max_objects is not None and taken + rows.num_rows > max_objects:
+            left_out[0] += taken + rows.num_rows - max_objects
+            rows = rows.slice(0, max(max_objects - taken, 0))
+        taken += rows.num_rows
+        if rows.num_rows:
+            yield rows
+
+
 def export_qupath(
     table_path: Path,
     out_path: Path,
     *,
     compress: bool = False,
     object_type: ObjectType = "detection",
+    region_xywh_l0: tuple[float, float, float, float] | None = None,
+    max_objects: int | None = None,
     batch_rows: int = 16_384,
     threads: int = 2,
 ) -> int:
     """Write a nucleus table as a QuPath GeoJSON FeatureCollection, batch by batch.
 
-    Memory stays at one batch of rows whatever the table size.
+    Memory stays at one batch of rows whatever the table size (QuPath itself parses the whole file
+    in memory: about 1 GB of heap per 42,000 nuclei; export large slides region by region).
 
     Parameters
     ----------
     table_path : Path
         ``nuclei.parquet`` (or any GeoParquet with WKB polygons in level-0 px).
     out_path : Path
-        The ``.geojson`` file (``.geojson.gz`` when ``compress``).
+        The ``.geojson`` file (``.geojson.gz`` when ``compress``; QuPath reads both).
     compress : bool
         gzip the output (level 1: fast, about 5x smaller).
     object_type : {"detection", "cell", "annotation"}
-        QuPath object type of every feature.
+        QuPath object type of every feature (cells carry their outline as ``nucleusGeometry``).
+    region_xywh_l0 : tuple of float, optional
+        (x, y, width, height), level-0 px: only nuclei whose centroid (``centroid_x_l0``,
+        ``centroid_y_l0``, else the outline's) lies in this half-open box, so regions that tile
+        the slide give each nucleus to exactly one file.
+    max_objects : int, optional
+        Convert at most this many rows (after the region filter); a warning counts the rest.
     batch_rows : int
         Rows converted at a time.
     threads : int
@@ -312,16 +417,28 @@ def export_qupath(
     -------
     int
         Number of features written.
+
+    Warns
+    -----
+    PathoSamWarning
+        Once, counting the rows skipped for lack of a usable outline; once when ``max_objects``
+        left nuclei out.
     """
     tmp = out_path.with_name(out_path.name + ".partial")
-    n = 0
+    n = skipped = 0
+    left_out = [0]
     try:
         with _open_output(tmp, compress) as fh:
             fh.write(b'{"type":"FeatureCollection","features":[')
-            for texts in _converted(_batches(table_path, batch_rows), object_type, threads):
-                buf = _text_bytes(texts)
-                fh.write(buf[1:] if n == 0 else buf)  # the first feature has no leading comma
-                n += len(texts)
+            rows = _selected(
+                _batches(table_path, batch_rows), region_xywh_l0, max_objects, left_out
+            )
+            for texts, bad in _converted(rows, object_type, threads):
+                skipped += bad
+                if len(texts):
+                    buf = _text_bytes(texts)
+                    fh.write(buf[1:] if n == 0 else buf)  # the first feature has no leading comma
+                    n += len(texts)
             fh.write(b"\n]}\n")
     except (OSError, ValueError, pa.ArrowException) as err:
         tmp.unlink(missing_ok=True)
@@ -332,8 +449,28 @@ def export_qupath(
             "expected the nuclei.parquet of a finished run, and a writable output"
         ) from err
     tmp.replace(out_path)
+    _warn_left_out(table_path, skipped, left_out[0], max_objects)
     log.info("wrote %d QuPath %s objects to %s", n, object_type, out_path)
     return n
+
+
+def _warn_left_out(table_path: Path, skipped: int, left_out: int, max_objects: int | None) -> None:
+    """One warning per reason rows were not written."""
+    if skipped:
+        warnings.warn(
+            f"{table_path}: {skipped} row(s) without a usable outline (null, empty or unreadable "
+            "geometry, a non-finite vertex or a ring of < 4 points) were skipped, so QuPath "
+            "imports the rest; check those rows of the table if they matter",
+            PathoSamWarning,
+            stacklevel=3,
+        )
+    if left_out:
+        warnings.warn(
+            f"{table_path}: stopped at max_objects={max_objects}; {left_out} more nuclei were not "
+            "exported; export the rest region by region (--region X Y W H)",
+            PathoSamWarning,
+            stacklevel=3,
+        )
 
 
 def default_output(result_dir: Path, compress: bool) -> Path:

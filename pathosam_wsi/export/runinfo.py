@@ -1,4 +1,7 @@
-"""``run.json``: versions, parameters, input identity, timings and counts of one run."""
+"""What ``run.json`` records about the software and the parameters of one run.
+
+The file itself is written with ``files.atomic_write_json`` at ``SlideLayout``'s ``run_json``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,9 @@ import hashlib
 import importlib.metadata
 import json
 import platform
-from pathlib import Path
 from typing import Any
 
-from pathosam_wsi.export.atomic import atomic_write
-
-__all__ = ["file_sha256", "params_hash", "versions", "write_json_atomic"]
+__all__ = ["params_hash", "versions"]
 
 _PACKAGES = (
     "pathosam-wsi",
@@ -42,22 +42,7 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
-    """sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def params_hash(params: dict[str, Any]) -> str:
     """Stable hash of the output-relevant parameters."""
     text = json.dumps(params, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
-    text = json.dumps(data, indent=2, default=str) + "\n"
-    atomic_write(path, lambda fh: fh.write(text.encode()))

@@ -32,6 +32,7 @@ __all__ = [
     "load_decoder",
     "load_image_encoder",
     "load_state_dict_file",
+    "load_strict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _fmt_keys(keys: set[str]) -> str:
     return f"{shown}{more}"
 
 
-def _load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """``load_state_dict(strict=True)`` with a one-line error naming key and shape mismatches."""
     expected = module.state_dict()
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
@@ -197,7 +198,7 @@ def load_image_encoder(
             "pass the checkpoint that belongs to the chosen model"
         )
     encoder = build_image_encoder(found, sdpa=sdpa, **overrides)
-    _load_strict(encoder, encoder_sd, f"SAM {found} image encoder")
+    load_strict(encoder, encoder_sd, f"SAM {found} image encoder")
     return encoder
 
 
@@ -260,6 +261,6 @@ def load_decoder(
         )
     decoder = AISDecoder(found, use_conv_transpose, **kwargs)
     variant = "conv-transpose" if use_conv_transpose else "interpolation"
-    _load_strict(decoder, state, f"UNETR decoder ({variant})")
+    load_strict(decoder, state, f"UNETR decoder ({variant})")
     logger.debug("loaded %s decoder with %d output channels", variant, found)
     return decoder

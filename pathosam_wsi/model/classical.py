@@ -37,7 +37,8 @@ from skimage.morphology import disk, h_maxima, opening
 from skimage.segmentation import find_boundaries
 
 from pathosam_wsi.config import ModelConfig
-from pathosam_wsi.model.base import ModelOutput, register_model
+from pathosam_wsi.model.base import ModelOutput
+from pathosam_wsi.model.registry import register_model
 from pathosam_wsi.postprocess.watershed import watershed_per_component
 
 __all__ = ["ClassicalModel", "ClassicalParams"]

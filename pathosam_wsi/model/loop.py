@@ -28,7 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pathosam_wsi.config import ModelConfig
-from pathosam_wsi.model.base import ModelOutput, NucleusModel, get_model
+from pathosam_wsi.model.base import ModelOutput, NucleusModel
+from pathosam_wsi.model.registry import get_model
 
 __all__ = ["InferenceLoop", "LoopStats", "Prediction", "loop_for"]
 

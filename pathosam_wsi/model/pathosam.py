@@ -21,8 +21,9 @@ import numpy.typing as npt
 
 from pathosam_wsi.config import ModelConfig
 from pathosam_wsi.errors import ConfigError
-from pathosam_wsi.model.base import ModelOutput, register_model
+from pathosam_wsi.model.base import ModelOutput
 from pathosam_wsi.model.checkpoints import load_decoder, load_image_encoder
+from pathosam_wsi.model.registry import register_model
 from pathosam_wsi.model.runner import InferenceRunner
 from pathosam_wsi.model.sam_encoder import build_image_encoder, enable_sdpa_attention
 from pathosam_wsi.model.synthetic_weights import deterministic_state_dict

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pathosam_wsi.errors import CheckpointError, ConfigError
-from pathosam_wsi.model.checkpoints import _load_strict, infer_model_type, load_state_dict_file
+from pathosam_wsi.model.checkpoints import infer_model_type, load_state_dict_file, load_strict
 from pathosam_wsi.model.preprocess import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from pathosam_wsi.model.sam_encoder import build_image_encoder, import_sam_without_torchvision
 from pathosam_wsi.model.tinyvit import build_tinyvit
@@ -237,7 +237,7 @@ def build_prompt_model(name: str, **encoder_overrides: Any) -> PromptModel:
 
 def _load_parts(model: PromptModel, parts: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
     for part in _PARTS:
-        _load_strict(getattr(model, part), parts[part], f"{model.name} {part}")
+        load_strict(getattr(model, part), parts[part], f"{model.name} {part}")
     model.eval()
 
 

@@ -42,7 +42,8 @@ import numpy.typing as npt
 
 from pathosam_wsi.config import ModelConfig
 from pathosam_wsi.errors import ConfigError
-from pathosam_wsi.model.base import ModelOutput, register_model
+from pathosam_wsi.model.base import ModelOutput
+from pathosam_wsi.model.registry import register_model
 
 __all__ = [
     "BANK_ENV",

@@ -1,30 +1,34 @@
 """Registry of the published PathoSAM weights, with a hash-checked download cache.
 
 URLs and hashes are those of micro-sam's model registry and patho-sam's semantic decoder
-(docs/pathosam-reference.md §1). The default cache folder is micro-sam's (``$MICROSAM_CACHEDIR``
-or the OS cache folder of ``micro_sam``, sub-folder ``models/``), so users who already ran micro-sam
-do not download again; ``$PATHOSAM_WSI_CACHE`` replaces it. A download goes to a temporary file in
-the cache folder, is hash-checked against the registry, renamed atomically into place, and gets a
-``<file>.sha256`` sidecar that later loads verify.
+(docs/pathosam-reference.md §1). Files live in the user cache's ``weights/`` folder
+(``files.cache_folder``: ``$PATHOSAM_WSI_CACHE_DIR/weights``, default
+``~/.cache/pathosam-wsi/weights``). Unless a cache variable is set, a file found in micro-sam's
+cache (``$MICROSAM_CACHEDIR/models`` or the OS cache folder of ``micro_sam``) is used in place, so
+users who already ran micro-sam do not download again. A download goes through
+``files.download_verified`` (temporary file, hash check against the registry, atomic rename) and
+gets a ``<file>.sha256`` sidecar that later loads verify.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import sys
-import tempfile
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-from tqdm import tqdm
 
 from pathosam_wsi.errors import CheckpointError, ConfigError, PathoSamWarning
+from pathosam_wsi.files import (
+    CACHE_ENV,
+    Digests,
+    atomic_write_text,
+    cache_folder,
+    cache_folder_from_env,
+    download_verified,
+    file_digest,
+    os_cache_dir,
+)
 
 __all__ = [
     "CACHE_ENV",
@@ -33,16 +37,13 @@ __all__ = [
     "WeightSpec",
     "cache_dir",
     "fetch_weights",
-    "file_digest",
-    "os_cache_dir",
+    "microsam_cache_dir",
     "verify_weights",
+    "weight_folders",
 ]
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "PATHOSAM_WSI_CACHE"
-"""Environment variable naming the folder that holds the weight files (replaces the default)."""
-_CHUNK_BYTES = 1 << 20
 _TIMEOUT_S = 60.0
 
 
@@ -138,48 +139,24 @@ MODEL_FILES["vit_b_histopathology"]["semantic_decoder"] = (
 """Model name -> role ("encoder", "decoder", "semantic_decoder") -> registry name."""
 
 
-def os_cache_dir(app: str) -> Path:
-    """The per-user cache folder of ``app`` (same locations as platformdirs' user_cache_dir)."""
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", home / "AppData" / "Local"))
-        return base / app / app / "Cache"
-    if sys.platform == "darwin":
-        return home / "Library" / "Caches" / app
-    return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / app
-
-
-def cache_dir() -> Path:
-    """Folder holding the weight files: ``$PATHOSAM_WSI_CACHE``, else micro-sam's ``models/``."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
+def microsam_cache_dir() -> Path:
+    """micro-sam's weight folder: ``$MICROSAM_CACHEDIR/models``, else its OS cache + ``models``."""
     root = os.environ.get("MICROSAM_CACHEDIR")
     return (Path(root).expanduser() if root else os_cache_dir("micro_sam")) / "models"
 
 
-def _hasher(algorithm: str) -> Any:
-    """A fresh hash object, or None when xxh128 is requested and xxhash is not installed."""
-    if algorithm == "xxh128":
-        try:
-            import xxhash
-        except ModuleNotFoundError:
-            return None
-        return xxhash.xxh128()
-    if algorithm == "sha256":
-        return hashlib.sha256()
-    raise ConfigError(f"unknown hash algorithm {algorithm!r}; expected xxh128 or sha256")
+def cache_dir() -> Path:
+    """Folder that downloads go to: the user cache's ``weights/`` (``files.cache_folder``)."""
+    return cache_folder("weights")
 
 
-def file_digest(path: Path, algorithm: str) -> str | None:
-    """Hex digest of a whole file (None: xxh128 without the xxhash package)."""
-    h = _hasher(algorithm)
-    if h is None:
-        return None
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
+def weight_folders() -> list[Path]:
+    """Folders searched for a weight file, in order: the cache, then (unless a cache variable is
+    set) micro-sam's cache, read in place."""
+    own = cache_folder_from_env("weights")
+    if own is not None:
+        return [own]
+    return [cache_folder("weights"), microsam_cache_dir()]
 
 
 def _sidecar(path: Path) -> Path:
@@ -206,7 +183,9 @@ def verify_weights(name: str, folder: Path | None = None) -> tuple[str, Path]:
     ``unverified`` means the registry hash is xxh128 and the xxhash package is not installed.
     """
     spec = _get(name)
-    path = (folder or cache_dir()) / spec.name
+    folders = [folder] if folder is not None else weight_folders()
+    found = [f / spec.name for f in folders if (f / spec.name).is_file()]
+    path = found[0] if found else folders[0] / spec.name
     if not path.is_file():
         return "missing", path
     sidecar = _sidecar(path)
@@ -222,8 +201,9 @@ def verify_weights(name: str, folder: Path | None = None) -> tuple[str, Path]:
     return "ok", path
 
 
-def _write_sidecar(path: Path) -> None:
-    _sidecar(path).write_text(f"{file_digest(path, 'sha256')}  {path.name}\n")
+def _write_sidecar(path: Path, sha256: str | None = None) -> None:
+    sha256 = sha256 or file_digest(path, "sha256")
+    atomic_write_text(_sidecar(path), f"{sha256}  {path.name}\n")
 
 
 def fetch_weights(name: str, *, folder: Path | None = None, progress: bool = True) -> Path:
@@ -236,7 +216,6 @@ def fetch_weights(name: str, *, folder: Path | None = None, progress: bool = Tru
         registry hash (nothing is cached then). The message says where to put the file by hand.
     """
     spec = _get(name)
-    folder = folder or cache_dir()
     status, path = verify_weights(name, folder)
     if status == "ok":
         return path
@@ -258,15 +237,10 @@ def fetch_weights(name: str, *, folder: Path | None = None, progress: bool = Tru
 
 
 def _download(spec: WeightSpec, path: Path, progress: bool) -> None:
-    """Stream ``spec.url`` to a temporary file, check the hash, rename into place atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    registry_hash, sha = _hasher(spec.algorithm), hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".part", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _stream(spec, path, out, (registry_hash, sha), progress)
-        actual = registry_hash.hexdigest() if registry_hash is not None else None
+    """Download ``spec.url`` to ``path``, accepted only when the registry hash matches."""
+
+    def check(digests: Digests) -> None:
+        actual = digests[spec.algorithm]
         if actual is not None and actual != spec.digest:
             raise CheckpointError(
                 f"downloaded {spec.name} has {spec.algorithm} {actual}, expected {spec.digest}; "
@@ -277,35 +251,23 @@ def _download(spec: WeightSpec, path: Path, progress: bool) -> None:
                 f"xxhash is not installed: the xxh128 hash of {spec.name} was not checked; "
                 "fix: pip install xxhash",
                 PathoSamWarning,
-                stacklevel=3,
+                stacklevel=5,
             )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; a shared cache must be readable
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _sidecar(path).write_text(f"{sha.hexdigest()}  {path.name}\n")
-    logger.info("downloaded %s to %s", spec.name, path)
 
-
-def _stream(
-    spec: WeightSpec, path: Path, out: BinaryIO, hashes: tuple[Any, ...], progress: bool
-) -> None:
-    """Copy the HTTP body into ``out`` while updating the hashes, with a progress bar."""
     try:
-        with urllib.request.urlopen(spec.url, timeout=_TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=spec.name, disable=not progress
-            ) as bar:
-                while chunk := response.read(_CHUNK_BYTES):
-                    out.write(chunk)
-                    for h in hashes:
-                        if h is not None:
-                            h.update(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError, ValueError) as err:
+        digests = download_verified(
+            spec.url,
+            path,
+            sorted({spec.algorithm, "sha256"}),
+            check,
+            timeout_s=_TIMEOUT_S,
+            progress=spec.name if progress else None,
+        )
+    except (OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise CheckpointError(
             f"cannot download {spec.name} from {spec.url} ({reason}); offline? "
             f"{_fix_hint(spec, path)}"
         ) from err
+    _write_sidecar(path, digests["sha256"])
+    logger.info("downloaded %s to %s", spec.name, path)

@@ -23,6 +23,7 @@ from pathosam_wsi._types import BoxXYXY
 from pathosam_wsi.model.base import ModelOutput
 from pathosam_wsi.model.loop import loop_for
 from pathosam_wsi.pipeline.plan import SlidePlan
+from pathosam_wsi.pipeline.progress import BlockDone, block_done
 from pathosam_wsi.pipeline.results import BlockFile, BlockSummary, BlockTimings
 from pathosam_wsi.pipeline.windows import (
     BlockFit,
@@ -211,6 +212,7 @@ def run_shard(plan: SlidePlan, block_ids: Sequence[int]) -> list[BlockSummary]:
             write_blocks_s=time.perf_counter() - t3,
         )
         summaries.append(_summary(b, arrays, timings, prediction.batch_size))
+        block_done(BlockDone(plan.slide_id, b, summaries[-1].nuclei, prediction.device_s))
     return summaries
 
 

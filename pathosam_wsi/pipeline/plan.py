@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from pathosam_wsi.config import RunConfig
-from pathosam_wsi.export.atomic import atomic_write
+from pathosam_wsi.files import atomic_write
+from pathosam_wsi.pipeline.layout import ResultFolder
 from pathosam_wsi.slide.frame import WorkingFrame
 from pathosam_wsi.slide.open import SlideHandle
 from pathosam_wsi.tiling.grid import Grid
@@ -32,19 +33,24 @@ class SlidePlan:
     """Blocks sent to the model (those with tissue), ascending."""
 
     @property
+    def staging(self) -> ResultFolder:
+        """The staging folder's paths (``pipeline/layout.py``)."""
+        return ResultFolder(Path(self.work_dir))
+
+    @property
     def blocks_dir(self) -> Path:
         """Where per-block results are kept until the outputs are assembled."""
-        return Path(self.work_dir) / "blocks"
+        return self.staging.blocks_dir
 
     @property
     def labels_path(self) -> Path:
         """The OME-Zarr store."""
-        return Path(self.work_dir) / "labels.ome.zarr"
+        return self.staging.labels
 
 
 def block_file(plan: SlidePlan, block_id: int) -> Path:
     """Path of one block's result file."""
-    return plan.blocks_dir / f"b{block_id:07d}.npz"
+    return plan.staging.block_file(block_id)
 
 
 def atomic_save_npz(path: Path, arrays: dict[str, Any]) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pathosam_wsi.export.atomic import atomic_write
+from pathosam_wsi.files import atomic_write
+from pathosam_wsi.pipeline.layout import ResultFolder
 from pathosam_wsi.pipeline.plan import SlidePlan, atomic_save_npz, block_file
 from pathosam_wsi.stitch.packing import unpack_array, unpack_arrays
 
@@ -113,8 +114,6 @@ class GlobalIds:
     wide_boxes_px: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), np.int64))
     """(K, 4) their label tiles' boxes (x0, y0, x1, y1), working px."""
 
-    FILE = "ids.npz"
-
     @classmethod
     def from_luts(
         cls,
@@ -167,12 +166,13 @@ class GlobalIds:
             "wide_ids": self.wide_ids,
             "wide_boxes_px": self.wide_boxes_px,
         }
-        atomic_write(Path(work_dir) / self.FILE, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+        path = ResultFolder(Path(work_dir)).ids_npz
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, work_dir: str | Path) -> GlobalIds:
         """Read ``ids.npz`` of the staging folder."""
-        with np.load(Path(work_dir) / cls.FILE) as data:
+        with np.load(ResultFolder(Path(work_dir)).ids_npz) as data:
             if "wide_ids" not in data.files:
                 return cls(data["block_ids"], data["offsets"], data["gids"])
             return cls(

@@ -16,11 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pathosam_wsi.distributed.executor import TaskExecutor
-from pathosam_wsi.model.base import model_class_names
+from pathosam_wsi.model.registry import model_class_names
 from pathosam_wsi.pipeline.assemble import (
     blocks_to_paint,
     blocks_under,
@@ -83,7 +82,7 @@ def write_slide_table(plan: SlidePlan) -> int:
     """Write ``nuclei.parquet`` of the staging folder; returns rows written."""
     luts = GlobalIds.load(plan.work_dir).luts(plan.block_ids)
     class_names = model_class_names(plan.config.model)
-    return write_table(plan, luts, Path(plan.work_dir) / "nuclei.parquet", class_names)
+    return write_table(plan, luts, plan.staging.table, class_names)
 
 
 def _finish(

@@ -2,14 +2,13 @@
 
 Outputs are built in ``OUT/<slide_id>.partial`` and renamed to ``OUT/<slide_id>`` only when
 complete, so a killed run never leaves a folder that looks finished; a rerun with the same
-parameters reuses the finished blocks of the partial folder.
+parameters reuses the finished blocks of the partial folder. Every path and the resume and
+publish decisions belong to ``pipeline/layout.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -22,14 +21,16 @@ from PIL import Image
 
 from pathosam_wsi.config import RunConfig
 from pathosam_wsi.distributed.executor import TaskExecutor, ThreadExecutor, make_executor
-from pathosam_wsi.errors import OutputExistsError, PathoSamWarning
+from pathosam_wsi.errors import PathoSamWarning
 from pathosam_wsi.export.omezarr import create_label_image
-from pathosam_wsi.export.runinfo import file_sha256, params_hash, versions, write_json_atomic
-from pathosam_wsi.model.base import check_model_mpp
+from pathosam_wsi.export.runinfo import params_hash, versions
+from pathosam_wsi.files import atomic_write_json, sha256_file
+from pathosam_wsi.model.registry import check_model_mpp
+from pathosam_wsi.pipeline.layout import OUTPUTS, ResultFolder, SlideLayout
 from pathosam_wsi.pipeline.plan import SlidePlan
-from pathosam_wsi.pipeline.results import BlockTimings, GlobalIds
+from pathosam_wsi.pipeline.results import BlockTimings
 from pathosam_wsi.pipeline.run import SlideRunResult, run_slide_stages
-from pathosam_wsi.pipeline.slide_ids import check_slide_id, is_ours, remove_ours, write_marker
+from pathosam_wsi.pipeline.slide_ids import check_slide_id
 from pathosam_wsi.slide.frame import plan_frame
 from pathosam_wsi.slide.open import SlideHandle
 from pathosam_wsi.slide.tissue import block_has_tissue, read_thumbnail, tissue_mask
@@ -68,7 +69,7 @@ def slide_id_of(path: str | Path) -> str:
 
 
 def _tissue_blocks(
-    handle: SlideHandle, grid: Grid, config: RunConfig, downsample: float, work: Path
+    handle: SlideHandle, grid: Grid, config: RunConfig, downsample: float, work: ResultFolder
 ) -> tuple[tuple[int, ...], float]:
     """Blocks with tissue (all when the mask is off); the mask is saved as PNG."""
     if not config.tissue.enabled:
@@ -77,9 +78,9 @@ def _tissue_blocks(
     slide = handle.open()
     thumb, thumb_ds = read_thumbnail(slide, config.tissue.thumbnail_mpp)
     mask = tissue_mask(thumb, (slide.mpp or 1.0) * thumb_ds, config.tissue)
-    Image.fromarray((mask * 255).astype(np.uint8)).save(work / "tissue_mask.png")
-    write_json_atomic(work / "tissue_mask.json", {"downsample_l0": thumb_ds})
-    Image.fromarray(thumb).save(work / "thumbnail.png")
+    Image.fromarray((mask * 255).astype(np.uint8)).save(work.tissue_mask_png)
+    atomic_write_json(work.tissue_mask_png.with_suffix(".json"), {"downsample_l0": thumb_ds})
+    Image.fromarray(thumb).save(work.thumbnail_png)
     ids = tuple(
         b.block_id
         for b in grid
@@ -104,25 +105,6 @@ def run_params_hash(slide_path: str | Path, config: RunConfig) -> str:
     return params_hash({"slide": str(Path(slide_path).resolve()), **config.output_params()})
 
 
-def _prepare_work_dir(work: Path, phash: str, sid: str) -> None:
-    """Reuse a partial folder of the same parameters, else start it afresh (only if ours)."""
-    marker = work / "params.json"
-    if work.is_dir() and not work.is_symlink():
-        try:
-            same = json.loads(marker.read_text()).get("params_hash") == phash
-        except (OSError, ValueError, AttributeError):
-            same = False
-        if same:  # resuming never deletes; a folder of an older version gets its marker now
-            log.info("resuming from %s", work)
-            if not is_ours(work, sid):
-                write_marker(work, sid)
-            return
-    remove_ours(work, work.parent, sid)
-    (work / "blocks").mkdir(parents=True)
-    write_marker(work, sid)
-    write_json_atomic(marker, {"params_hash": phash})
-
-
 def prepare_slide(
     slide_path: str | Path, out_dir: str | Path, config: RunConfig, slide_id: str
 ) -> tuple[SlidePlan, float]:
@@ -132,19 +114,19 @@ def prepare_slide(
     Raises on bad input before anything is written.
     """
     handle, sid, frame, grid = plan_slide(slide_path, out_dir, config, slide_id)
-    work = Path(out_dir) / f"{sid}.partial"
-    _prepare_work_dir(work, run_params_hash(slide_path, config), sid)
-    block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, work)
-    plan = SlidePlan(handle, sid, frame, grid, config, str(work), block_ids)
+    layout = SlideLayout(Path(out_dir), sid)
+    layout.prepare_staging(run_params_hash(slide_path, config), subdirs=("blocks",))
+    block_ids, tissue_s = _tissue_blocks(handle, grid, config, frame.downsample, layout.staging)
+    plan = SlidePlan(handle, sid, frame, grid, config, str(layout.staging.path), block_ids)
     chunk_px = min(config.tiling.tile_px, max(frame.wh_px))  # never a chunk beyond the image
-    create_label_image(plan.labels_path, frame.wh_px, chunk_px, frame.mpp, sid)
+    create_label_image(plan.labels_path, frame.wh_px, chunk_px, frame.mpp, sid, handle.open())
     return plan, tissue_s
 
 
 def _input_facts(slide_path: str | Path) -> dict[str, Any]:
     """Resolved path, size and sha256 of the input file (a task: it reads the whole file)."""
     p = Path(slide_path)
-    return {"path": str(p.resolve()), "size_bytes": p.stat().st_size, "sha256": file_sha256(p)}
+    return {"path": str(p.resolve()), "size_bytes": p.stat().st_size, "sha256": sha256_file(p)}
 
 
 def segment_slide(
@@ -195,15 +177,8 @@ def segment_slide(
     config = config or RunConfig()
     t_start = time.perf_counter()
     sid = check_slide_id(slide_id or slide_id_of(slide_path))
-    final = Path(out_dir) / sid
-    if (final.exists() or final.is_symlink()) and not overwrite:
-        raise OutputExistsError(
-            f"{final}: output folder exists; pass --overwrite to replace it or choose another -o"
-        )
-    if final.exists() or final.is_symlink():
-        remove_ours(final.with_name(final.name + ".old"), Path(out_dir), sid)
-        if not is_ours(final, sid):
-            remove_ours(final, Path(out_dir), sid)  # raises: not made by us for this slide
+    layout = SlideLayout(Path(out_dir), sid)
+    layout.check_writable(overwrite)
     own = executor is None
     runner = executor or make_executor(client, config.threads)
     try:
@@ -230,14 +205,11 @@ def segment_slide(
             PathoSamWarning,
             stacklevel=2,
         )
-    work = Path(plan.work_dir)
     phash = run_params_hash(slide_path, config)
     info = _run_info(plan, facts, phash, result, tissue_s, time.perf_counter() - t_start)
-    write_json_atomic(work / "run.json", info)
-    shutil.rmtree(work / "blocks")
-    (work / "params.json").unlink()
-    (work / GlobalIds.FILE).unlink()
-    _publish(work, final)
+    layout.staging.write_run_info(info)
+    layout.clean_staging()
+    final = layout.publish()
     return SegmentResult(
         final, result.nuclei, len(plan.grid), len(plan.grid) - len(plan.block_ids), edge
     )
@@ -255,19 +227,6 @@ def _warn_exceeding(result: SlideRunResult, config: RunConfig, edge: int) -> boo
             stacklevel=3,
         )
     return bool(exceeding)
-
-
-def _publish(work: Path, final: Path) -> None:
-    """Move the finished folder into place; an old one is removed only after the move."""
-    old = final.with_name(final.name + ".old")
-    sid, out_dir = final.name, final.parent
-    if final.exists():
-        remove_ours(old, out_dir, sid)
-        if not is_ours(final, sid):
-            remove_ours(final, out_dir, sid)  # raises: not made by us for this slide
-        final.rename(old)
-    work.rename(final)
-    remove_ours(old, out_dir, sid)
 
 
 def _run_info(
@@ -306,5 +265,5 @@ def _run_info(
             "regions_exceeding_window": sum(s.regions_exceeding_window for s in result.summaries),
             "mean_model_batch": (sum(batches) / len(batches)) if batches else None,
         },
-        "outputs": {"labels": "labels.ome.zarr", "table": "nuclei.parquet"},
+        "outputs": dict(OUTPUTS),
     }

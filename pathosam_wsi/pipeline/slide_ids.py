@@ -1,8 +1,10 @@
 """Slide ids that are one safe path component, and the marker of folders this project made.
 
-A slide id names ``OUT/<slide_id>/`` and its working folder ``OUT/<slide_id>.partial/``, so it must
-never reach outside ``OUT`` nor collide with another slide's folders. ``--overwrite`` only ever
-removes a folder that carries :data:`MARKER` naming the same slide id, directly inside ``OUT``.
+The names under ``OUT`` that a slide id must not take are defined here; ``pipeline/layout.py``
+builds every path from them. A slide id names ``OUT/<slide_id>/`` and its working folder
+``OUT/<slide_id>.partial/``, so it must never reach outside ``OUT`` nor collide with another
+slide's folders. ``--overwrite`` only ever removes a folder that carries :data:`MARKER` naming the
+same slide id, directly inside ``OUT``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import shutil
 from pathlib import Path
 
 from pathosam_wsi.errors import ConfigError, OutputExistsError
+from pathosam_wsi.files import atomic_write_text
 
 __all__ = [
     "MARKER",
     "MAX_SLIDE_ID_CHARS",
+    "NUCLEI_DIR",
+    "OLD_SUFFIX",
+    "PARTIAL_SUFFIX",
     "RESERVED_SUFFIXES",
+    "STATUS_FILE",
     "check_slide_id",
     "is_ours",
     "remove_ours",
@@ -26,9 +33,17 @@ __all__ = [
 
 MAX_SLIDE_ID_CHARS = 128
 """Longest accepted slide id (file systems allow 255 bytes per name; ids get suffixes)."""
-RESERVED_SUFFIXES = (".partial", ".old", ".tmp")
+PARTIAL_SUFFIX = ".partial"
+"""``OUT/<slide_id>.partial``: the staging folder of a run."""
+OLD_SUFFIX = ".old"
+"""``OUT/<slide_id>.old``: the replaced result while a new one is published."""
+RESERVED_SUFFIXES = (PARTIAL_SUFFIX, OLD_SUFFIX, ".tmp")
 """Suffixes of the project's own working folders and files."""
-_RESERVED_NAMES = {"nuclei", "status.parquet"}
+STATUS_FILE = "status.parquet"
+"""``OUT/status.parquet``: the cohort status."""
+NUCLEI_DIR = "nuclei"
+"""``OUT/nuclei/``: every slide's table of a cohort."""
+_RESERVED_NAMES = {NUCLEI_DIR, STATUS_FILE}
 # A letter or digit first, then letters, digits, spaces or '._-+=@,()'
 # (Unicode letters and digits included): no separators, no leading dot, no control characters.
 _ALLOWED = re.compile(r"[^\W_][\w.+=@,() -]*")
@@ -80,7 +95,7 @@ def check_slide_id(sid: str) -> str:
 
 def write_marker(folder: Path, sid: str) -> None:
     """Mark ``folder`` as made by pathosam-wsi for slide ``sid``."""
-    (folder / MARKER).write_text(json.dumps({"slide_id": sid}) + "\n")
+    atomic_write_text(folder / MARKER, json.dumps({"slide_id": sid}) + "\n")
 
 
 def is_ours(folder: Path, sid: str) -> bool:

@@ -11,8 +11,6 @@ and table row is copied unchanged.
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,12 @@ import pyarrow.parquet as pq
 import shapely
 import zarr
 
-from pathosam_wsi.errors import ConfigError, MissingResolutionError, OutputExistsError
+from pathosam_wsi.errors import ConfigError, MissingResolutionError
 from pathosam_wsi.export.geoparquet import NucleusTableWriter
 from pathosam_wsi.export.omezarr import create_label_image, open_levels, write_core
-from pathosam_wsi.export.runinfo import versions, write_json_atomic
+from pathosam_wsi.export.runinfo import versions
 from pathosam_wsi.model.prompt_models import PromptModel
+from pathosam_wsi.pipeline.layout import OUTPUTS, ResultFolder, SlideLayout
 from pathosam_wsi.pipeline.segment import slide_id_of
 from pathosam_wsi.prompts.decode import PromptMask, decode_window, read_window, window_pixels
 from pathosam_wsi.prompts.paint import paint_order
@@ -41,11 +40,11 @@ from pathosam_wsi.slide.open import open_slide
 __all__ = ["refine_output"]
 
 
-def _old_table(from_dir: Path) -> pa.Table:
-    path = from_dir / "nuclei.parquet"
+def _old_table(source: ResultFolder) -> pa.Table:
+    path = source.table
     if not path.is_file():
         raise ConfigError(
-            f"--from {from_dir}: no nuclei.parquet; expected an OUT/<slide_id> folder"
+            f"--from {source.path}: no {path.name}; expected an OUT/<slide_id> folder"
         )
     return pq.read_table(path)
 
@@ -118,16 +117,13 @@ def refine_output(
     """
     t0 = time.perf_counter()
     from_dir = Path(from_dir)
-    sid = slide_id or slide_id_of(slide_path)
-    final = Path(out_dir) / sid
-    if final.resolve() == from_dir.resolve():
+    layout = SlideLayout(Path(out_dir), slide_id or slide_id_of(slide_path))
+    sid, source = layout.slide_id, ResultFolder(from_dir)
+    if layout.final.path.resolve() == from_dir.resolve():
         raise ConfigError(f"-o would overwrite --from {from_dir}; expected another output root")
-    if final.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{final}: output folder exists; pass --overwrite or choose another -o"
-        )
-    old = _old_table(from_dir)
-    s0 = from_dir / "labels.ome.zarr" / "labels" / "nuclei" / "s0"
+    layout.check_writable(overwrite)
+    old = _old_table(source)
+    s0 = source.labels_s0
     old_labels = np.asarray(zarr.open_array(str(s0), mode="r", zarr_format=2)[:])
     slide = open_slide(slide_path, mpp)
     wh = (int(slide.level_dimensions[0][0]), int(slide.level_dimensions[0][1]))
@@ -166,16 +162,16 @@ def refine_output(
         (x0, y0), (h, w) = m.origin_xy, m.mask.shape
         dst, ok = labels[y0 : y0 + h, x0 : x0 + w], free[y0 : y0 + h, x0 : x0 + w]
         dst[m.mask & ok & (dst == 0)] = values[int(k)]
-    work = Path(out_dir) / f"{sid}.partial"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    create_label_image(work / "labels.ome.zarr", wh, tile, mpp_l0, sid)
-    levels = open_levels(work / "labels.ome.zarr")
+    layout.discard_staging()
+    layout.prepare_staging("refine")  # never resumed: the staging folder was just removed
+    work = layout.staging
+    create_label_image(work.labels, wh, tile, mpp_l0, sid, slide)
+    levels = open_levels(work.labels)
     for y in range(0, wh[1], tile):
         for x in range(0, wh[0], tile):
             region = (x, y, min(x + tile, wh[0]), min(y + tile, wh[1]))
             write_core(levels, region, labels[region[1] : region[3], region[0] : region[2]])
-    writer = NucleusTableWriter(work / "nuclei.parquet", extra=EXTRA_COLUMNS)
+    writer = NucleusTableWriter(work.table, extra=EXTRA_COLUMNS)
     try:
         writer.append(_old_columns(old, ~np.isin(old_ids, values)))
         for w in windows:
@@ -200,7 +196,7 @@ def refine_output(
                 writer.append(cols)
     finally:
         writer.close()
-    info = {
+    info: dict[str, Any] = {
         "slide_id": sid,
         "command": "prompt --from",
         "versions": versions(),
@@ -222,14 +218,13 @@ def refine_output(
             "nuclei": writer.rows_written,
         },
         "timings_s": {"total_s": time.perf_counter() - t0},
-        "outputs": {"labels": "labels.ome.zarr", "table": "nuclei.parquet"},
+        "outputs": dict(OUTPUTS),
     }
-    prev = from_dir / "run.json"
-    if prev.is_file():
-        info["previous_run"] = json.loads(prev.read_text()).get("params_hash")
-    write_json_atomic(work / "run.json", info)
-    if final.exists():
-        shutil.rmtree(final)
-    work.rename(final)
+    prev = source.read_run_info()
+    if prev is not None:
+        info["previous_run"] = prev.get("params_hash")
+    work.write_run_info(info)
+    layout.clean_staging()
+    final = layout.publish()
     slide.close()
     return PromptResult(final, writer.rows_written, len(corr), len(windows), 0)

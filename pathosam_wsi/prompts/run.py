@@ -1,7 +1,8 @@
 """``prompt_slide``: prompts + slide -> ``OUT/<slide_id>/`` exactly as ``segment`` lays it out.
 
-Work happens in ``OUT/<slide_id>.partial/``: windows are grouped into tasks by ``--tile`` (a task
-holds the windows whose core starts in one tile), each task's masks go to ``tasks/t<k>.npz``, and
+Work happens in ``OUT/<slide_id>.partial/`` (paths and the resume and publish rules:
+``pipeline/layout.py``): windows are grouped into tasks by ``--tile`` (a task holds the windows
+whose core starts in one tile), each task's masks go to ``tasks/t<k>.npz``, and
 a rerun with the same parameters skips finished tasks (resume). Labels and table are painted
 from the masks afterwards, so they do not depend on the tile size, the task order or batching.
 """
@@ -9,9 +10,7 @@ from the masks afterwards, so they do not depend on the tile size, the task orde
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,16 +21,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pathosam_wsi.errors import (
-    ConfigError,
-    MissingResolutionError,
-    OutputExistsError,
-    PathoSamWarning,
-)
+from pathosam_wsi.errors import ConfigError, MissingResolutionError, PathoSamWarning
 from pathosam_wsi.export.geoparquet import NucleusTableWriter
 from pathosam_wsi.export.omezarr import create_label_image, open_levels, write_core
-from pathosam_wsi.export.runinfo import file_sha256, params_hash, versions, write_json_atomic
+from pathosam_wsi.export.runinfo import params_hash, versions
+from pathosam_wsi.files import atomic_write, sha256_file
 from pathosam_wsi.model.prompt_models import PromptModel
+from pathosam_wsi.pipeline.layout import OUTPUTS, ResultFolder, SlideLayout
 from pathosam_wsi.pipeline.segment import slide_id_of
 from pathosam_wsi.prompts.decode import PromptMask, decode_window, read_window, window_pixels
 from pathosam_wsi.prompts.paint import paint_region
@@ -96,10 +92,7 @@ def _save_masks(path: Path, masks: Sequence[PromptMask]) -> None:
         "edge": np.asarray([m.at_window_edge for m in masks], bool),
         "flat": np.concatenate([m.mask.ravel() for m in masks]) if masks else np.zeros(0, bool),
     }
-    fd, tmp = tempfile.mkstemp(suffix=".npz.part", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        np.savez(fh, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
 
 def _load_masks(path: Path) -> list[PromptMask]:
@@ -117,19 +110,6 @@ def _load_masks(path: Path) -> list[PromptMask]:
             )
             for k in range(sizes.size)
         ]
-
-
-def _prepare_work(work: Path, phash: str) -> None:
-    """Reuse a partial folder made with the same parameters, else start afresh."""
-    marker = work / "params.json"
-    if work.exists():
-        import json
-
-        same = marker.is_file() and json.loads(marker.read_text()).get("params_hash") == phash
-        if not same:
-            shutil.rmtree(work)
-    (work / "tasks").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, {"params_hash": phash})
 
 
 def _bboxes(masks: Sequence[PromptMask]) -> npt.NDArray[np.int64]:
@@ -206,12 +186,9 @@ def prompt_slide(
     if tile < 64 or tile % 16:
         raise ConfigError(f"tile = {tile}; expected a multiple of 16, at least 64")
     t_start = time.perf_counter()
-    sid = slide_id or slide_id_of(slide_path)
-    final = Path(out_dir) / sid
-    if final.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{final}: output folder exists; pass --overwrite to replace it or choose another -o"
-        )
+    layout = SlideLayout(Path(out_dir), slide_id or slide_id_of(slide_path))
+    sid = layout.slide_id
+    layout.check_writable(overwrite)
     slide = open_slide(slide_path, mpp)
     if slide.mpp is None:
         raise MissingResolutionError(
@@ -228,12 +205,12 @@ def prompt_slide(
         "input_px": model.input_px,
         "margin_px": margin,
         "mpp_l0": slide.mpp,
-        "prompts_sha256": file_sha256(Path(prompts_path)),
+        "prompts_sha256": sha256_file(Path(prompts_path)),
         "slide": str(Path(slide_path).resolve()),
     }
     phash = params_hash(params)
-    work = Path(out_dir) / f"{sid}.partial"
-    _prepare_work(work, phash)
+    layout.prepare_staging(phash, subdirs=("tasks",))
+    work = layout.staging
 
     def read(box: tuple[int, int, int, int]) -> npt.NDArray[np.uint8]:
         return slide.read_level(0, box)
@@ -242,7 +219,7 @@ def prompt_slide(
     t_model = time.perf_counter()
     reused = 0
     for k, task in enumerate(tasks):
-        path = work / "tasks" / f"t{k}.npz"
+        path = work.task_file(k)
         if path.is_file():
             reused += 1
             continue
@@ -255,7 +232,7 @@ def prompt_slide(
         if on_task:
             on_task(k + 1, len(tasks))
     model_s = time.perf_counter() - t_model
-    all_masks = [m for k in range(len(tasks)) for m in _load_masks(work / "tasks" / f"t{k}.npz")]
+    all_masks = [m for k in range(len(tasks)) for m in _load_masks(work.task_file(k))]
     all_masks.sort(key=lambda m: m.index)
     nuclei, paint_s = _write_outputs(work, sid, slide, wh, prompts, windows, all_masks, tile)
     own = [w for w in windows if w.window_id >= grid.shape[0] * grid.shape[1]]
@@ -276,7 +253,7 @@ def prompt_slide(
         "input": {
             "path": str(Path(slide_path).resolve()),
             "size_bytes": Path(slide_path).stat().st_size,
-            "sha256": file_sha256(Path(slide_path)),
+            "sha256": sha256_file(Path(slide_path)),
             "mpp_l0": slide.mpp,
             "working_mpp": slide.mpp,
             "level": 0,
@@ -302,23 +279,17 @@ def prompt_slide(
             "prompts_without_pixels": len(prompts) - nuclei,
             "nuclei_at_window_edge": sum(m.at_window_edge for m in all_masks),
         },
-        "outputs": {"labels": "labels.ome.zarr", "table": "nuclei.parquet"},
+        "outputs": dict(OUTPUTS),
     }
-    write_json_atomic(work / "run.json", info)
-    shutil.rmtree(work / "tasks")
-    (work / "params.json").unlink()
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        final.rename(old)
-    work.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    work.write_run_info(info)
+    layout.clean_staging()
+    final = layout.publish()
     slide.close()
     return PromptResult(final, nuclei, len(prompts), len(windows), len(own))
 
 
 def _write_outputs(
-    work: Path,
+    work: ResultFolder,
     sid: str,
     slide: Any,
     wh: tuple[int, int],
@@ -335,10 +306,10 @@ def _write_outputs(
     mask_values = values[[m.index for m in masks]]
     mask_pids = prompts.prompt_id[[m.index for m in masks]]
     boxes = _bboxes(masks)
-    labels_path = work / "labels.ome.zarr"
+    labels_path = work.labels
     if labels_path.exists():
         shutil.rmtree(labels_path)
-    create_label_image(labels_path, wh, tile, float(slide.mpp), sid)
+    create_label_image(labels_path, wh, tile, float(slide.mpp), sid, slide)
     levels = open_levels(labels_path)
     for y in range(0, wh[1], tile):
         for x in range(0, wh[0], tile):
@@ -350,7 +321,7 @@ def _write_outputs(
                 )
                 write_core(levels, region, core)
     types = _prompt_types(prompts)
-    writer = NucleusTableWriter(work / "nuclei.parquet", extra=EXTRA_COLUMNS)
+    writer = NucleusTableWriter(work.table, extra=EXTRA_COLUMNS)
     by_index = {m.index: k for k, m in enumerate(masks)}
     try:
         for w in windows:

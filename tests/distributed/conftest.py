@@ -81,7 +81,12 @@ def client() -> Iterator[Client]:
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",  # no fixed port: parallel runs must not collide
+            scheduler_kwargs={"dashboard": False},
         ) as cluster,
         Client(cluster) as c,
     ):

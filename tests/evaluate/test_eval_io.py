@@ -14,7 +14,7 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image
 
-from pathosam_wsi.cli_evaluate import evaluate
+from pathosam_wsi.cli.evaluate import evaluate
 from pathosam_wsi.errors import ConfigError
 from pathosam_wsi.evaluate import evaluate_outputs, load_labels
 

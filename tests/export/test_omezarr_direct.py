@@ -14,14 +14,17 @@ from pathosam_wsi.export.omezarr import create_label_image, open_levels, write_c
 def reference_write_core(
     levels: list[zarr.Array], core_px: tuple[int, int, int, int], labels: npt.NDArray[np.uint32]
 ) -> None:
-    """REFERENCE (old): every level written through zarr's own array assignment."""
+    """REFERENCE: level k keeps the core's pixels whose global row and column are multiples of
+    2^k (level k = s0[::2^k, ::2^k]), written through zarr's own array assignment."""
     x0, y0 = core_px[0], core_px[1]
+    ys, xs = np.arange(y0, y0 + labels.shape[0]), np.arange(x0, x0 + labels.shape[1])
     for k, arr in enumerate(levels):
         f = 2**k
-        sub = labels if f == 1 else labels[f // 2 :: f, f // 2 :: f]
+        keep_y, keep_x = ys % f == 0, xs % f == 0
+        sub = labels[keep_y][:, keep_x]
         if sub.size == 0 or not sub.any():
             continue
-        ly, lx = y0 // f, x0 // f
+        ly, lx = int(ys[keep_y][0]) // f, int(xs[keep_x][0]) // f
         arr[ly : ly + sub.shape[0], lx : lx + sub.shape[1]] = sub
 
 
@@ -59,6 +62,22 @@ def test_direct_chunks_equal_zarr_chunks(tmp_path: Path) -> None:
     assert files["direct"] == files["zarr"]
     for a, b in zip(open_levels(stores["direct"]), open_levels(stores["zarr"]), strict=True):
         np.testing.assert_array_equal(a[:], b[:])
+
+
+def test_levels_equal_strided_level0(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    wh, chunk = (517, 389), 64  # odd sizes: the last sample of each level is the edge pixel
+    path = tmp_path / "l.ome.zarr"
+    create_label_image(path, wh, chunk, 0.25, "s")
+    full = rng.integers(1, 9, (wh[1], wh[0]), dtype=np.uint32)
+    levels = open_levels(path)
+    for cy in range(0, wh[1], chunk):
+        for cx in range(0, wh[0], chunk):
+            box = (cx, cy, min(cx + chunk, wh[0]), min(cy + chunk, wh[1]))
+            write_core(levels, box, full[box[1] : box[3], box[0] : box[2]])
+    assert len(levels) >= 2
+    for k, arr in enumerate(levels):
+        np.testing.assert_array_equal(arr[:], full[:: 2**k, :: 2**k])
 
 
 def test_unaligned_core_falls_back_to_zarr(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,15 @@ def test_qc_cli_writes_pictures(result_dir: Path, synthetic_slide) -> None:
     density = np.asarray(Image.open(qc / "density.png"))
     assert density.shape[1] >= synthetic_slide.rgb.shape[1] // 2
     for k in (1, 2):
-        crop = np.asarray(Image.open(qc / f"crop_{k}.png"))
-        assert crop.shape == (128, 128, 3)
+        (path,) = qc.glob(f"crop_{k}_x*.png")
+        x, y, w, h = (int(v) for v in re.findall(r"_[xywh](\d+)", path.name))
+        crop = np.asarray(Image.open(path))
+        assert crop.shape == (h, w, 3) == (128, 128, 3)
         outline = np.all(crop == (0, 255, 0), axis=-1)
         assert outline.mean() > 0.01  # nuclei are outlined
+        # the name's level-0 box is where the crop's pixels come from
+        source = synthetic_slide.rgb[y : y + h, x : x + w]
+        assert np.array_equal(crop[~outline], source[~outline])
     # the white band (x >= 900) has no nuclei, so no heat there
     h, w = synthetic_slide.rgb.shape[:2]
     scale = density.shape[1] / w if density.shape[1] <= w else 1.0

@@ -164,7 +164,7 @@ def test_tiny_decoder_roundtrip(tiny_decoder_kwargs: dict) -> None:
 
 @pytest.mark.slow
 def test_full_vit_b_generated_checkpoint_loads(tmp_path: Path) -> None:
-    from pathosam_wsi.cli_models import write_test_checkpoint
+    from pathosam_wsi.cli.models import write_test_checkpoint
     from pathosam_wsi.model.synthetic_weights import synthetic_sam_state_dict
 
     sam, dec = tmp_path / "sam.pt", tmp_path / "dec.pt"

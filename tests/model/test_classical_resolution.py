@@ -9,8 +9,8 @@ import pytest
 
 from pathosam_wsi.config import ModelConfig
 from pathosam_wsi.errors import PathoSamWarning
-from pathosam_wsi.model.base import check_model_mpp, model_mpp_range
 from pathosam_wsi.model.classical import ClassicalModel, _distance_maps
+from pathosam_wsi.model.registry import check_model_mpp, model_mpp_range
 from pathosam_wsi.postprocess.watershed import ais_watershed
 from tests.synthetic import draw_nuclei, grid_centres
 

@@ -9,27 +9,28 @@ import torch
 from click.testing import CliRunner
 
 from pathosam_wsi.cli import main
-from pathosam_wsi.cli_models import models, resolve_weight_names
+from pathosam_wsi.cli.models import models, resolve_weight_names
 
 
 def test_list_shows_models_and_cache(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("PATHOSAM_WSI_CACHE", str(tmp_path))
+    monkeypatch.setenv("PATHOSAM_WSI_CACHE_DIR", str(tmp_path))
     result = CliRunner().invoke(models, ["list"])
     assert result.exit_code == 0, result.output
-    assert f"cache folder: {tmp_path}" in result.output
+    assert f"cache folder: {tmp_path / 'weights'}" in result.output
     assert "vit_h_histopathology_decoder" in result.output
     assert "not cached" in result.output
 
 
 def test_verify_reports_missing_and_mismatch(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("PATHOSAM_WSI_CACHE", str(tmp_path))
+    monkeypatch.setenv("PATHOSAM_WSI_CACHE_DIR", str(tmp_path))
     result = CliRunner().invoke(main, ["models", "verify", "vit_b_histopathology"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith("error: models verify: 3 of 3")
     assert "vit_b_histopathology: missing" in result.output
     assert "vit_b_histopathology_semantic_segmentation_decoder: missing" in result.output
-    (tmp_path / "vit_l_histopathology_decoder").write_bytes(b"not the real file")
-    (tmp_path / "vit_l_histopathology_decoder.sha256").write_text("0" * 64 + "  x\n")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "vit_l_histopathology_decoder").write_bytes(b"not the real file")
+    (tmp_path / "weights" / "vit_l_histopathology_decoder.sha256").write_text("0" * 64 + "  x\n")
     result = CliRunner().invoke(main, ["models", "verify", "vit_l_histopathology_decoder"])
     assert result.exit_code == 2
     assert "mismatch" in result.output
@@ -49,7 +50,7 @@ def test_unknown_names_rejected() -> None:
 def test_download_failure_is_a_clean_error(tmp_path: Path, monkeypatch) -> None:
     from pathosam_wsi.model import weights
 
-    monkeypatch.setenv("PATHOSAM_WSI_CACHE", str(tmp_path))
+    monkeypatch.setenv("PATHOSAM_WSI_CACHE_DIR", str(tmp_path))
     spec = weights.WeightSpec(
         "vit_b_histopathology_decoder", "http://127.0.0.1:9/none", "sha256:00", ""
     )

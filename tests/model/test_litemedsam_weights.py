@@ -94,7 +94,7 @@ def test_cli_download(fake_file: bytes, tmp_path: Path, monkeypatch: pytest.Monk
     )
     result = CliRunner().invoke(main, ["models", "download", "litemedsam"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "litemedsam").read_bytes() == fake_file
+    assert (tmp_path / "weights" / "litemedsam").read_bytes() == fake_file
     verify = CliRunner().invoke(main, ["models", "verify", "litemedsam"])
     assert "litemedsam: ok" in verify.output
 

@@ -9,8 +9,8 @@ import pytest
 
 from pathosam_wsi.config import ModelConfig
 from pathosam_wsi.errors import CheckpointError, ConfigError
-from pathosam_wsi.model import base
 from pathosam_wsi.model.pathosam import PANNUKE_CLASSES, build_pathosam, build_tiny_random
+from pathosam_wsi.model.registry import available_models
 
 
 def test_models_registered() -> None:
@@ -22,7 +22,7 @@ def test_models_registered() -> None:
         "vit_h_histopathology",
         "sam_tiny_random",
     ):
-        assert name in base._BUILDERS
+        assert name in available_models()
 
 
 def test_tiny_model_predict(he_tile) -> None:
@@ -70,7 +70,7 @@ def test_classes_need_a_semantic_decoder(monkeypatch, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_vit_b_end_to_end_with_generated_checkpoint(tmp_path: Path, he_tile) -> None:
-    from pathosam_wsi.cli_models import write_test_checkpoint
+    from pathosam_wsi.cli.models import write_test_checkpoint
 
     sam, dec, sem = tmp_path / "sam.pt", tmp_path / "dec.pt", tmp_path / "sem.pt"
     write_test_checkpoint(sam, dec, sem)
@@ -93,8 +93,8 @@ def test_vit_b_end_to_end_with_generated_checkpoint(tmp_path: Path, he_tile) -> 
 
 def test_class_names_known_without_building_the_model() -> None:
     from pathosam_wsi.config import ModelConfig
-    from pathosam_wsi.model.base import model_class_names
     from pathosam_wsi.model.pathosam import PANNUKE_CLASSES
+    from pathosam_wsi.model.registry import model_class_names
 
     assert (
         model_class_names(ModelConfig(name="vit_b_histopathology", classes=True)) == PANNUKE_CLASSES

@@ -14,7 +14,7 @@ import pytest
 from pathosam_wsi.config import ModelConfig
 from pathosam_wsi.errors import ConfigError
 from pathosam_wsi.model import replay
-from pathosam_wsi.model.base import available_models, build_model
+from pathosam_wsi.model.registry import available_models, build_model
 from tests.synthetic import draw_nuclei, grid_centres
 
 

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,17 @@ import pytest
 import torch
 import xxhash
 
-from pathosam_wsi.errors import CheckpointError
+from pathosam_wsi.errors import CheckpointError, PathoSamWarning
 from pathosam_wsi.model import weights
 from pathosam_wsi.model.checkpoints import load_decoder
 from pathosam_wsi.model.synthetic_weights import synthetic_decoder_state_dict
-from pathosam_wsi.model.weights import WeightSpec, cache_dir, fetch_weights, verify_weights
+from pathosam_wsi.model.weights import (
+    WeightSpec,
+    cache_dir,
+    fetch_weights,
+    verify_weights,
+    weight_folders,
+)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -45,9 +52,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("PATHOSAM_WSI_CACHE", str(folder))
-    return folder
+    monkeypatch.setenv("PATHOSAM_WSI_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "weights"
 
 
 def _publish(
@@ -128,7 +134,7 @@ def test_tampered_cached_file_detected(server, cache: Path, monkeypatch) -> None
 
 def test_file_placed_by_hand_is_checked_against_registry(server, cache: Path, monkeypatch) -> None:
     data = _publish(server, monkeypatch, "vit_h_histopathology", "xxh128")
-    cache.mkdir()
+    cache.mkdir(parents=True)
     (cache / "vit_h_histopathology").write_bytes(data)
     assert verify_weights("vit_h_histopathology") == ("ok", cache / "vit_h_histopathology")
     assert (cache / "vit_h_histopathology.sha256").is_file()
@@ -139,15 +145,41 @@ def test_file_placed_by_hand_is_checked_against_registry(server, cache: Path, mo
 
 
 def test_cache_dir_resolution(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("PATHOSAM_WSI_CACHE", raising=False)
-    monkeypatch.setenv("MICROSAM_CACHEDIR", str(tmp_path / "ms"))
-    assert cache_dir() == tmp_path / "ms" / "models"
-    monkeypatch.delenv("MICROSAM_CACHEDIR")
+    for env in ("PATHOSAM_WSI_CACHE_DIR", "PATHOSAM_WSI_CACHE"):
+        monkeypatch.delenv(env, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    if weights.sys.platform.startswith("linux"):
-        assert cache_dir() == tmp_path / "xdg" / "micro_sam" / "models"
-    monkeypatch.setenv("PATHOSAM_WSI_CACHE", str(tmp_path / "own"))
-    assert cache_dir() == tmp_path / "own"
+    monkeypatch.setenv("MICROSAM_CACHEDIR", str(tmp_path / "ms"))
+    if sys.platform.startswith("linux"):
+        assert cache_dir() == tmp_path / "xdg" / "pathosam-wsi" / "weights"
+        assert weight_folders() == [cache_dir(), tmp_path / "ms" / "models"]
+    monkeypatch.delenv("MICROSAM_CACHEDIR")
+    if sys.platform.startswith("linux"):
+        assert weight_folders()[1] == tmp_path / "xdg" / "micro_sam" / "models"
+    monkeypatch.setenv("PATHOSAM_WSI_CACHE_DIR", str(tmp_path / "own"))
+    assert cache_dir() == tmp_path / "own" / "weights"
+    assert weight_folders() == [cache_dir()]  # an explicit cache is the only place looked at
+
+
+def test_legacy_cache_variable_still_read_with_a_warning(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PATHOSAM_WSI_CACHE_DIR", raising=False)
+    monkeypatch.setenv("PATHOSAM_WSI_CACHE", str(tmp_path / "old"))
+    with pytest.warns(
+        PathoSamWarning, match="PATHOSAM_WSI_CACHE is deprecated; set PATHOSAM_WSI_CACHE_DIR"
+    ):
+        assert cache_dir() == tmp_path / "old"
+
+
+def test_micro_sam_copy_is_used_in_place(server, monkeypatch, tmp_path: Path) -> None:
+    for env in ("PATHOSAM_WSI_CACHE_DIR", "PATHOSAM_WSI_CACHE"):
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("MICROSAM_CACHEDIR", str(tmp_path / "ms"))
+    data = _publish(server, monkeypatch, "vit_b_histopathology_decoder", "sha256")
+    placed = tmp_path / "ms" / "models" / "vit_b_histopathology_decoder"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(data)
+    (server[1] / "vit_b_histopathology_decoder.bin").unlink()  # no download possible
+    assert fetch_weights("vit_b_histopathology_decoder", progress=False) == placed
 
 
 def test_registry_contents() -> None:

@@ -24,8 +24,9 @@ import pytest
 from pathosam_wsi import RunConfig, segment_slide
 from pathosam_wsi.cohort import ManifestEntry, run_cohort
 from pathosam_wsi.config import ModelConfig, TilingConfig, TissueConfig
-from pathosam_wsi.model.base import ModelOutput, register_model
+from pathosam_wsi.model.base import ModelOutput
 from pathosam_wsi.model.classical import ClassicalModel
+from pathosam_wsi.model.registry import register_model
 from tests.helpers import read_outputs
 from tests.synthetic import draw_nuclei, write_pyramid
 

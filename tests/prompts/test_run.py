@@ -74,6 +74,7 @@ def test_outputs_and_tiling_independence(
     )
     for res in (a, b):
         assert sorted(p.name for p in res.output_dir.iterdir()) == [
+            ".pathosam-wsi",  # the marker: --overwrite replaces only folders made by us
             "labels.ome.zarr",
             "nuclei.parquet",
             "run.json",

@@ -3,7 +3,7 @@
 Runs only inside the reference environment (see README.md in this folder), never in the project's
 own environment::
 
-    /work/refenv/bin/python tests/model/golden/make_golden.py --out tests/model/golden
+    refenv/bin/python tests/model/golden/make_golden.py --out tests/model/golden
 
 Writes ``golden_ais.npz`` (compressed arrays) and ``golden_ais.json`` (versions, weight checksums,
 thresholds, object counts, timings). The deterministic random weights are written to a temporary

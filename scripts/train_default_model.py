@@ -1,0 +1,109 @@
+"""Train the shipped ``learned`` model (pathosam_wsi/model/data/learned_unet.pt), stamp its sha256.
+
+Data: histolytics 0.3.0's two H&E crops with their (model-generated) nucleus masks, BSD-3
+(docs/test-data.md §1.2), fetched with ``pathosam_wsi.datasets``. Never PanNuke (our test data).
+The crops are upsampled 1.3x so their nuclei match PanNuke's size at 0.25 µm/px (the prototype in
+issue 14). Training is ``pathosam_wsi.finetune.train`` with the configuration below; the best
+held-out epoch is copied into the package and ``LEARNED_SHA256`` in model/learned.py is rewritten.
+
+    nice python scripts/train_default_model.py --out runs/default [--threads 2] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import shapely
+import torch
+from skimage.transform import resize
+
+from pathosam_wsi.datasets import fetch_many
+from pathosam_wsi.finetune.data import Sample, read_image
+from pathosam_wsi.finetune.regions import rasterise
+from pathosam_wsi.finetune.train import BEST, TrainConfig, train
+from pathosam_wsi.model import learned
+
+logger = logging.getLogger("train_default_model")
+
+UPSAMPLE = 1.3
+CONFIG = TrainConfig(
+    widths=(16, 32, 64, 128),
+    epochs=14,
+    steps_per_epoch=60,
+    batch_size=4,
+    crop_px=256,
+    lr=3e-3,
+    val_frac=0.15,
+    seed=14,
+    train_mpp=0.25,
+)
+
+
+def _upsampled(name: str, image: np.ndarray, labels: np.ndarray) -> Sample:
+    h, w = (round(s * UPSAMPLE) for s in labels.shape)
+    img = resize(image, (h, w, 3), order=1, preserve_range=True, anti_aliasing=False)
+    lab = resize(labels, (h, w), order=0, preserve_range=True, anti_aliasing=False)
+    return Sample(name, np.clip(np.rint(img), 0, 255).astype(np.uint8), lab.astype(np.int32))
+
+
+def histolytics_samples() -> list[Sample]:
+    """The two histolytics crops with instance labels, upsampled by ``UPSAMPLE``."""
+    paths = fetch_many(["hgsc_nest_pair", "hgsc_stromal_pair"])
+    nest = read_image(paths["hgsc_nest"])
+    with np.load(paths["hgsc_nest_inst_mask"]) as npz:
+        nest_labels = npz["nuc_raster"].astype(np.int32)
+    stroma = read_image(paths["hgsc_stromal_he"])
+    geoms = shapely.from_wkb(
+        pq.read_table(paths["hgsc_stromal_cells"]).column("geometry").to_numpy(zero_copy_only=False)
+    )
+    stroma_labels = rasterise(list(geoms), stroma.shape[:2])
+    return [
+        _upsampled("hgsc_nest", nest, nest_labels),
+        _upsampled("hgsc_stromal", stroma, stroma_labels),
+    ]
+
+
+def stamp(weights: Path) -> str:
+    """Copy ``weights`` into the package and write its sha256 into model/learned.py."""
+    shutil.copyfile(weights, learned.LEARNED_WEIGHTS)
+    digest = hashlib.sha256(learned.LEARNED_WEIGHTS.read_bytes()).hexdigest()
+    src = Path(learned.__file__)
+    text = re.sub(
+        r'LEARNED_SHA256 = "[0-9a-f]{64}"', f'LEARNED_SHA256 = "{digest}"', src.read_text()
+    )
+    src.write_text(text)
+    return digest
+
+
+def main() -> None:
+    """Train, then ship the best epoch."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/default"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--stamp-only", action="store_true", help="ship OUT/decoder.pt as is")
+    parser.add_argument("--no-stamp", action="store_true", help="train only, ship nothing")
+    parser.add_argument("--epochs", type=int, default=CONFIG.epochs, help="experiments only")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    if not args.stamp_only:
+        samples = histolytics_samples()
+        n_nuclei = sum(int(s.labels.max()) for s in samples)
+        logger.info("%d samples, %d nuclei", len(samples), n_nuclei)
+        train(samples, args.out, replace(CONFIG, epochs=args.epochs), resume=args.resume)
+    if args.no_stamp:
+        return
+    logger.info("shipped weights sha256 %s", stamp(args.out / BEST))
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,8 @@ import numpy.typing as npt
 
 from pathosam_wsi import RunConfig, segment_slide
 from pathosam_wsi.config import ModelConfig, TilingConfig, TissueConfig, WatershedConfig
-from pathosam_wsi.model.base import ModelOutput, register_model
+from pathosam_wsi.model.base import ModelOutput
+from pathosam_wsi.model.registry import register_model
 from tests.helpers import read_outputs
 from tests.synthetic import write_pyramid
 

@@ -24,7 +24,7 @@ from tests.synthetic import draw_nuclei, grid_centres, write_pyramid
 # cheap: the tiny random SAM model on a 240 x 200 px region.
 TOML_VALUES: dict[str, Any] = {
     "slide": {"mpp": 0.45, "target_mpp": 0.5, "roi_xywh_l0": [8, 16, 240, 200]},
-    "tiling": {"tile_px": 96, "halo_px": 24},
+    "tiling": {"tile_px": 96, "halo_px": 24, "max_window_px": 1024},
     "tissue": {
         "enabled": False,
         "thumbnail_mpp": 4.0,
@@ -169,7 +169,10 @@ def test_cohort_run_records_toml_and_options(slide: Path, toml: Path, tmp_path: 
     ("text", "needle"),
     [
         ("[tilin]\ntile_px = 3\n", "unknown key 'tilin' at the top level; valid keys: [slide]"),
-        ("[tiling]\ntile = 256\n", "unknown key 'tile' in [tiling]; valid keys: tile_px, halo_px"),
+        (
+            "[tiling]\ntile = 256\n",
+            "unknown key 'tile' in [tiling]; valid keys: tile_px, halo_px, max_window_px",
+        ),
         ("[model]\nbatchnorm = 'batch'\n", "batchnorm must be per_tile or running"),
         ("[tissue]\nenabled = 'no'\n", "[tissue] enabled = 'no'; expected a bool"),
         ("tiling = 3\n", "tiling = 3 is not a table"),

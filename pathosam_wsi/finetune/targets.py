@@ -4,7 +4,7 @@ torch-em ``PerObjectDistanceTransform(distances=True, boundary_distances=True,
 directed_distances=False, foreground=True, instances=True, min_size=10)``: objects under 10 px are
 dropped, then channel 0 is the foreground, 1 the per-object normalised distance to the object's
 centre and 2 the per-object normalised inverted distance to its boundary; both distances are 1 in
-background. The per-object maps are the same ones the classical model emits (``_distance_maps``).
+background. The per-object maps are the same ones the classical model emits (``distance_maps``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from skimage.segmentation import relabel_sequential
 
-from pathosam_wsi.model.classical import _distance_maps
+from pathosam_wsi.model.classical import distance_maps
 
 __all__ = ["MIN_OBJECT_PX", "ais_targets"]
 
@@ -56,5 +56,5 @@ def ais_targets(
     lab = np.where(small[lab], 0, lab)
     dense, _, _ = relabel_sequential(lab)
     nuclei = dense.astype(np.int32)
-    centre, boundary = _distance_maps(nuclei)
+    centre, boundary = distance_maps(nuclei)
     return np.stack([(nuclei > 0).astype(np.float32), centre, boundary])

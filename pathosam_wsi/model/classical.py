@@ -41,7 +41,7 @@ from pathosam_wsi.model.base import ModelOutput
 from pathosam_wsi.model.registry import register_model
 from pathosam_wsi.postprocess.watershed import watershed_per_component
 
-__all__ = ["ClassicalModel", "ClassicalParams"]
+__all__ = ["ClassicalModel", "ClassicalParams", "distance_maps"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +110,7 @@ class ClassicalModel:
         if self.mpp > RAMP_MAPS_MAX_MPP:
             flat = _flat_core_map(nuclei)
             return np.stack([fg, flat, flat.copy()])
-        centre, boundary = _distance_maps(nuclei)
+        centre, boundary = distance_maps(nuclei)
         return np.stack([fg, centre, boundary])
 
     def _split_nuclei(self, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
@@ -132,7 +132,7 @@ class ClassicalModel:
         return watershed_per_component(-edt, markers, mask).astype(np.int32)
 
 
-def _distance_maps(
+def distance_maps(
     nuclei: npt.NDArray[np.int32],
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Normalised centre distance and inverted boundary distance per nucleus (1 outside)."""

@@ -9,7 +9,7 @@ import pytest
 
 from pathosam_wsi.config import ModelConfig
 from pathosam_wsi.errors import PathoSamWarning
-from pathosam_wsi.model.classical import ClassicalModel, _distance_maps
+from pathosam_wsi.model.classical import ClassicalModel, distance_maps
 from pathosam_wsi.model.registry import check_model_mpp, model_mpp_range
 from pathosam_wsi.postprocess.watershed import ais_watershed
 from tests.synthetic import draw_nuclei, grid_centres
@@ -43,10 +43,10 @@ def test_declared_range_and_warning() -> None:
 def test_centre_is_first_tied_maximum_in_raster_order() -> None:
     nuclei = np.zeros((12, 14), np.int32)
     nuclei[2:6, 2:12] = 1  # a 4 x 10 bar: many tied deepest points
-    centre, _ = _distance_maps(nuclei)
+    centre, _ = distance_maps(nuclei)
     shifted = np.zeros((15, 20), np.int32)
     shifted[5:9, 7:17] = 1
-    centre_shifted, _ = _distance_maps(shifted)
+    centre_shifted, _ = distance_maps(shifted)
     np.testing.assert_array_equal(centre[2:6, 2:12], centre_shifted[5:9, 7:17])
     # The interior (without the inner boundary) is rows 3-4, columns 3-10, all at depth 1: the
     # first of them in raster order is the centre.

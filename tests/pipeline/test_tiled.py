@@ -12,7 +12,7 @@ import pytest
 from skimage.draw import disk
 
 from pathosam_wsi.errors import PathoSamWarning
-from pathosam_wsi.model.classical import _distance_maps
+from pathosam_wsi.model.classical import distance_maps
 from pathosam_wsi.postprocess import ais_watershed
 from tests.helpers import same_partition
 from tests.pipeline.maps_slide import codes_of, segment_maps, write_maps_slide
@@ -31,7 +31,7 @@ def maps_slide(tmp_path_factory):
             continue
         k += 1
         gt[rr, cc] = k
-    centre, boundary = _distance_maps(gt)
+    centre, boundary = distance_maps(gt)
     codes = codes_of(np.stack([(gt > 0).astype(np.float32), centre, boundary]))
     path = write_maps_slide(tmp_path_factory.mktemp("maps") / "maps.tiff", codes)
     maps = np.moveaxis(codes, -1, 0).astype(np.float32) / 255.0
@@ -81,7 +81,7 @@ def test_region_beyond_the_largest_window_is_flagged_and_counted(tmp_path) -> No
     gt = np.zeros((300, 300), np.int32)
     rr, cc = disk((150, 150), 40)  # 80 px nucleus; halo 16 px, windows of at most 48 px
     gt[rr, cc] = 1
-    centre, boundary = _distance_maps(gt)
+    centre, boundary = distance_maps(gt)
     codes = codes_of(np.stack([(gt > 0).astype(np.float32), centre, boundary]))
     path = write_maps_slide(tmp_path / "big.tiff", codes)
     with pytest.warns(PathoSamWarning, match="did not fit a 48 px window"):

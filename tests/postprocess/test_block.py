@@ -12,7 +12,7 @@ from skimage.color import rgb2hed
 from skimage.draw import ellipse
 
 from pathosam_wsi.config import WatershedConfig
-from pathosam_wsi.model.classical import _distance_maps
+from pathosam_wsi.model.classical import distance_maps
 from pathosam_wsi.postprocess.block import postprocess_block
 from pathosam_wsi.postprocess.features import FEATURE_COLUMNS, _moment_features
 from pathosam_wsi.postprocess.pixels import label_pixels
@@ -106,7 +106,7 @@ def _scene(rng: np.random.Generator, hw: tuple[int, int], count: int) -> Any:
         cy, cx = rng.uniform(-5, hw[0] + 5), rng.uniform(-5, hw[1] + 5)
         rr, cc = ellipse(cy, cx, rng.uniform(2, 12), rng.uniform(2, 12), hw, rng.uniform(0, 3))
         gt[rr, cc] = k
-    centre, boundary = _distance_maps(gt)
+    centre, boundary = distance_maps(gt)
     ais = np.stack([(gt > 0).astype(np.float32), centre, boundary]).astype(np.float32)
     ais += rng.normal(0, 0.05, ais.shape).astype(np.float32)
     ais[2] = np.round(ais[2] * 8) / 8  # plateaus on the flooded map

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from pathosam_wsi.cli.options import out_dir_option
 from pathosam_wsi.errors import ConfigError
 
 __all__ = ["finetune"]
@@ -94,14 +95,7 @@ def _config(kw: dict[str, Any]) -> Any:
 
 
 @click.command(name="finetune")
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder for last.pt (resume) and decoder.pt (best held-out epoch).",
-)
+@out_dir_option("Folder for last.pt (resume) and decoder.pt (best held-out epoch).")
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of images.")
 @click.option(
     "--labels",

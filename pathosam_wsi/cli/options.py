@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -23,6 +24,7 @@ __all__ = [
     "config_options",
     "given_overrides",
     "model_options",
+    "out_dir_option",
     "run_config",
     "slide_options",
     "watershed_options",
@@ -68,6 +70,13 @@ def config_option(*decls: str, field: str, help: str, **attrs: Any) -> Callable[
         return wrapped  # type: ignore[no-any-return]
 
     return wrap
+
+
+def out_dir_option(help: str) -> Callable[[F], F]:
+    """The required ``-o/--out`` folder option (parameter ``out_dir``) with a command's own help."""
+    return click.option(
+        "-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help=help
+    )
 
 
 def _apply(f: F, opts: list[Callable[[F], F]]) -> F:

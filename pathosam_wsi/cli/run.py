@@ -13,6 +13,7 @@ from pathosam_wsi.cli.errors import EXIT_INTERRUPTED, check_out_dir, error_line,
 from pathosam_wsi.cli.options import (
     config_options,
     model_options,
+    out_dir_option,
     run_config,
     slide_options,
     watershed_options,
@@ -45,14 +46,7 @@ def _quiet_distributed_logs() -> None:
 
 @click.command()
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output root: OUT/<slide_id>/, OUT/status.parquet, OUT/nuclei/.",
-)
+@out_dir_option("Output root: OUT/<slide_id>/, OUT/status.parquet, OUT/nuclei/.")
 @click.option(
     "--cluster",
     type=click.Choice(["auto", "local", "threads", "none", "slurm"]),

@@ -12,6 +12,7 @@ from pathosam_wsi.cli.errors import EXIT_INTERRUPTED, check_out_dir, error_line,
 from pathosam_wsi.cli.options import (
     config_options,
     model_options,
+    out_dir_option,
     run_config,
     slide_options,
     watershed_options,
@@ -24,14 +25,7 @@ __all__ = ["segment"]
 
 @click.command()
 @click.argument("slide", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output root; results go to OUT/<slide_id>/.",
-)
+@out_dir_option("Output root; results go to OUT/<slide_id>/.")
 @model_options
 @slide_options
 @watershed_options

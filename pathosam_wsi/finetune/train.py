@@ -32,6 +32,7 @@ import torch
 from pathosam_wsi.config import WatershedConfig
 from pathosam_wsi.errors import CheckpointError, ConfigError
 from pathosam_wsi.evaluate import evaluate_labels
+from pathosam_wsi.files import atomic_write
 from pathosam_wsi.finetune.augment import Augment, random_crop
 from pathosam_wsi.finetune.data import Sample
 from pathosam_wsi.finetune.loss import distance_loss
@@ -180,10 +181,8 @@ def _replay(sched: torch.optim.lr_scheduler.LRScheduler, steps: int) -> None:
 
 
 def _save(path: Path, ckpt: dict[str, Any]) -> None:
-    """Write via a temporary file and rename, so a killed run never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
+    """Write atomically, so a killed run never leaves half a checkpoint."""
+    atomic_write(path, lambda fh: torch.save(ckpt, fh))
 
 
 StepCallback = Callable[[int, int, float], None]

@@ -13,7 +13,6 @@ shipped weights with a checkpoint from ``pathosam-wsi finetune``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from pathosam_wsi.config import ModelConfig
 from pathosam_wsi.errors import CheckpointError
+from pathosam_wsi.files import sha256_file
 from pathosam_wsi.model.base import ModelOutput
 from pathosam_wsi.model.registry import register_model
 from pathosam_wsi.model.unet_maps import MapsUNet, load_unet_checkpoint, predict_maps
@@ -49,7 +49,7 @@ def load_shipped_weights(
             f"the learned model's weights {str(path)!r} are missing; reinstall pathosam-wsi "
             "or use --model classical"
         )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     if digest != sha256:
         raise CheckpointError(
             f"the learned model's weights {str(path)!r} have sha256 {digest}, expected {sha256}; "

@@ -1,18 +1,27 @@
 """``pathosam-wsi finetune``: train the ``learned`` model's U-Net on annotated nuclei.
 
-Added to the main group in ``cli/app.py``.
+Added to the main group in ``cli/app.py``. With ``--teacher NAME`` every sample's nuclei are
+re-drawn from their boxes by a prompt model (``finetune.teacher.refine_labels``) after the sample
+is resized to the training mpp; nuclei the teacher returns empty are dropped.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pathosam_wsi.cli.options import out_dir_option
 from pathosam_wsi.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from pathosam_wsi.finetune.data import Sample
+    from pathosam_wsi.model.prompt_models import PromptModel
 
 __all__ = ["finetune"]
 
@@ -64,6 +73,69 @@ def _samples(kw: dict[str, Any], train_mpp: float) -> list[Any]:
     return samples
 
 
+def _teacher(kw: dict[str, Any]) -> tuple[PromptModel | None, str | None]:
+    """The ``--teacher`` prompt model (None for ``none``) and the sha256 of its local weight file.
+
+    Errors of ``load_prompt_model`` become one ``error:`` line, as in ``pathosam-wsi prompt``.
+    """
+    from pathosam_wsi.errors import PathoSamError
+    from pathosam_wsi.files import sha256_file
+    from pathosam_wsi.model.prompt_models import PROMPT_MODELS, load_prompt_model
+
+    name, checkpoint = kw["teacher"], kw["teacher_checkpoint"]
+    if name == "none":
+        if checkpoint is not None:
+            raise ConfigError(
+                "--teacher-checkpoint without --teacher; pass --teacher NAME for the model the "
+                "file holds (e.g. litemedsam) or drop --teacher-checkpoint"
+            )
+        return None, None
+    try:
+        model = load_prompt_model(name, checkpoint, device=kw["device"])
+    except PathoSamError as err:
+        hint = "" if name in PROMPT_MODELS else " (or none: labels as given)"
+        raise click.ClickException(f"--teacher {name}: {err}{hint}") from err
+    return model, None if checkpoint is None else sha256_file(checkpoint)
+
+
+def _areas(labels: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
+    """Pixel areas of the nuclei of an (H, W) label image (ids without pixels left out)."""
+    import numpy as np
+
+    counts = np.bincount(labels.ravel())[1:]
+    return counts[counts > 0]
+
+
+def _median(areas: npt.NDArray[np.int64]) -> str:
+    import numpy as np
+
+    return f"{float(np.median(areas)):.0f} px" if areas.size else "-"
+
+
+def _taught(samples: list[Sample], model: PromptModel, name: str) -> list[Sample]:
+    """Every sample with its labels re-drawn by ``model``; one line per sample, one in total."""
+    from dataclasses import replace
+
+    from pathosam_wsi.finetune.teacher import refine_labels
+
+    out, before_n, after_n = [], 0, 0
+    for sample in samples:
+        labels = refine_labels(sample.image, sample.labels, model)
+        before, after = _areas(sample.labels), _areas(labels)
+        click.echo(
+            f"teacher {name}: {sample.name}: {before.size} nuclei (median {_median(before)}) -> "
+            f"{after.size} (median {_median(after)}); {before.size - after.size} returned empty, "
+            "dropped"
+        )
+        out.append(replace(sample, labels=labels))
+        before_n, after_n = before_n + before.size, after_n + after.size
+    click.echo(
+        f"teacher {name}: {before_n} nuclei -> {after_n} in {len(samples)} samples; "
+        f"{before_n - after_n} dropped"
+    )
+    return out
+
+
 def _config(kw: dict[str, Any]) -> Any:
     from pathosam_wsi.finetune.augment import Augment
     from pathosam_wsi.finetune.train import TrainConfig
@@ -91,6 +163,7 @@ def _config(kw: dict[str, Any]) -> Any:
         train_mpp=train_mpp,
         augment=Augment(enabled=not kw["no_augment"]),
         init=None if init == "none" else init,
+        teacher=None if kw["teacher"] == "none" else kw["teacher"],
     )
 
 
@@ -134,6 +207,19 @@ def _config(kw: dict[str, Any]) -> Any:
     show_default=True,
     help="U-Net channels per level (with --init none).",
 )
+@click.option(
+    "--teacher",
+    default="none",
+    show_default=True,
+    metavar="[none|litemedsam|vit_b_histopathology|...]",
+    help="Re-draw every labelled nucleus from its box with this prompt model before training "
+    "(rough or foreign-convention outlines); nuclei it returns empty are dropped.",
+)
+@click.option(
+    "--teacher-checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Local weights for --teacher (default: the registry's, fetched once and hash-checked).",
+)
 @click.option("--epochs", type=int, default=20, show_default=True)
 @click.option("--steps", type=int, default=50, show_default=True, help="Steps per epoch.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
@@ -158,6 +244,8 @@ def finetune(out_dir: Path, resume: bool, quiet: bool, threads: int | None, **kw
 
     Writes OUT/decoder.pt, which `segment --model learned --decoder OUT/decoder.pt` loads.
     """
+    from dataclasses import replace
+
     import torch
     from tqdm import tqdm
 
@@ -173,7 +261,11 @@ def finetune(out_dir: Path, resume: bool, quiet: bool, threads: int | None, **kw
     if threads is not None:
         torch.set_num_threads(threads)
     cfg = _config(kw)
+    teacher, teacher_sha256 = _teacher(kw)  # before the samples: a bad name fails at once
+    cfg = replace(cfg, teacher_sha256=teacher_sha256)
     samples = _samples(kw, cfg.train_mpp)
+    if teacher is not None:
+        samples = _taught(samples, teacher, kw["teacher"])
     total = cfg.epochs * cfg.steps_per_epoch
     with tqdm(total=total, unit="step", disable=quiet, dynamic_ncols=True) as bar:
 

@@ -12,7 +12,8 @@ no worker processes, so one seed gives the same checkpoint bytes on a CPU, and a
 
 Files in ``out_dir``: ``last.pt`` (after every epoch: weights + optimiser + history, for resume) and
 ``decoder.pt`` (weights of the epoch with the best held-out mSA). Both load with
-``segment --model learned --decoder FILE``.
+``segment --model learned --decoder FILE``; with ``cfg.teacher`` both also hold
+``"teacher": {"name", "checkpoint_sha256"}`` (which prompt model re-drew the labels).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class TrainConfig:
     augment: Augment = field(default_factory=Augment)
     init: str | None = None
     """A U-Net checkpoint to start from (fine-tuning); None starts from random weights."""
+    teacher: str | None = None
+    """Prompt model that re-drew the labels (``finetune.teacher``); stored in both checkpoints."""
+    teacher_sha256: str | None = None
+    """sha256 of the teacher's local weight file; None for registry weights (hash-checked)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps_per_epoch", "batch_size"):
@@ -290,6 +295,8 @@ def _checkpoint(
 ) -> None:
     """``last.pt`` always; ``decoder.pt`` when this epoch has the best held-out mSA so far."""
     ckpt = unet_checkpoint(net, cfg.train_mpp)
+    if cfg.teacher is not None:
+        ckpt["teacher"] = {"name": cfg.teacher, "checkpoint_sha256": cfg.teacher_sha256}
     state = {
         **ckpt,
         "optimizer_state": opt.state_dict(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import struct
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,7 +78,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"({_unpickling_reason(err)}); nothing in it was executed; expected a state dict "
             "saved with torch.save(model.state_dict())"
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError, struct.error) as err:
+        # Arbitrary bytes reach the unpickler's stack and memo: IndexError, KeyError, struct.error.
         raise CheckpointError(
             f"cannot read checkpoint {str(path)!r}: {err}; the file is corrupt or not a torch file"
         ) from err

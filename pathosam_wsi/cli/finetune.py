@@ -98,6 +98,21 @@ def _teacher(kw: dict[str, Any]) -> tuple[PromptModel | None, str | None]:
     return model, None if checkpoint is None else sha256_file(checkpoint)
 
 
+def _check_resumed_teacher(last: Path, name: str | None, sha256: str | None) -> None:
+    """Refuse to resume a run whose labels came from another teacher (or none)."""
+    from pathosam_wsi.model.checkpoints import load_state_dict_file
+
+    if not last.is_file():
+        return
+    was = load_state_dict_file(last).get("teacher")
+    now = None if name is None else {"name": name, "checkpoint_sha256": sha256}
+    if was != now:
+        raise ConfigError(
+            f"{str(last)!r} was trained on labels from teacher {was!r}, this run asks for "
+            f"{now!r}; pass the same --teacher and --teacher-checkpoint to resume, or another -o"
+        )
+
+
 def _areas(labels: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
     """Pixel areas of the nuclei of an (H, W) label image (ids without pixels left out)."""
     import numpy as np
@@ -124,8 +139,8 @@ def _taught(samples: list[Sample], model: PromptModel, name: str) -> list[Sample
         before, after = _areas(sample.labels), _areas(labels)
         click.echo(
             f"teacher {name}: {sample.name}: {before.size} nuclei (median {_median(before)}) -> "
-            f"{after.size} (median {_median(after)}); {before.size - after.size} returned empty, "
-            "dropped"
+            f"{after.size} (median {_median(after)}); {before.size - after.size} dropped "
+            "(empty teacher mask)"
         )
         out.append(replace(sample, labels=labels))
         before_n, after_n = before_n + before.size, after_n + after.size
@@ -263,6 +278,8 @@ def finetune(out_dir: Path, resume: bool, quiet: bool, threads: int | None, **kw
     cfg = _config(kw)
     teacher, teacher_sha256 = _teacher(kw)  # before the samples: a bad name fails at once
     cfg = replace(cfg, teacher_sha256=teacher_sha256)
+    if resume:
+        _check_resumed_teacher(out_dir / "last.pt", cfg.teacher, cfg.teacher_sha256)
     samples = _samples(kw, cfg.train_mpp)
     if teacher is not None:
         samples = _taught(samples, teacher, kw["teacher"])

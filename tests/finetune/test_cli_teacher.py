@@ -137,6 +137,13 @@ def test_teacher_checkpoint_goes_to_the_loader_and_its_sha256_into_both_checkpoi
     for name in ("decoder.pt", "last.pt"):
         ckpt = load_state_dict_file(data["out"] / name)
         assert ckpt["teacher"] == {"name": "litemedsam", "checkpoint_sha256": sha}
+    # resuming with other labels (no teacher) would mix two label sources in one run
+    last = (data["out"] / "last.pt").read_bytes()
+    result = CliRunner().invoke(main, [*_argv(data), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ")
+    assert "pass the same --teacher" in result.output
+    assert (data["out"] / "last.pt").read_bytes() == last
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,7 @@ def _areas(labels: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
 
 
 def _median(areas: npt.NDArray[np.int64]) -> str:
+    """The median area as text ("-" for no nuclei)."""
     import numpy as np
 
     return f"{float(np.median(areas)):.0f} px" if areas.size else "-"
@@ -145,7 +146,8 @@ def _taught(samples: list[Sample], model: PromptModel, name: str) -> list[Sample
         out.append(replace(sample, labels=labels))
         before_n, after_n = before_n + before.size, after_n + after.size
     click.echo(
-        f"teacher {name}: {before_n} nuclei -> {after_n} in {len(samples)} samples; "
+        f"teacher {name}: {before_n} nuclei -> {after_n} in {len(samples)} "
+        f"sample{'s' * (len(samples) != 1)}; "
         f"{before_n - after_n} dropped"
     )
     return out

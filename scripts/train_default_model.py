@@ -2,9 +2,16 @@
 
 Data: histolytics 0.3.0's two H&E crops with their (model-generated) nucleus masks, BSD-3
 (docs/test-data.md §1.2), fetched with ``pathosam_wsi.datasets``. Never PanNuke (our test data).
-The crops are upsampled 1.3x so their nuclei match PanNuke's size at 0.25 µm/px (the prototype in
-issue 14). Training is ``pathosam_wsi.finetune.train`` with the configuration below; the best
-held-out epoch is copied into the package and ``LEARNED_SHA256`` in model/learned.py is rewritten.
+
+Teacher (distillation): every labelled nucleus is re-drawn by LiteMedSAM (Apache-2.0, fetched
+from its wheel and hash-checked) prompted with the nucleus's box, at the crops' own scale
+(``pathosam_wsi.finetune.teacher``), so the student learns the teacher's outlines instead of the
+histolytics model's. ``--no-teacher`` trains on the histolytics masks as they are.
+
+The crops are then upsampled 1.3x so their nuclei match PanNuke's size at 0.25 µm/px (the
+prototype in issue 14). Training is ``pathosam_wsi.finetune.train`` with the configuration below;
+the best held-out epoch is copied into the package and ``LEARNED_SHA256`` in model/learned.py is
+rewritten.
 
     nice python scripts/train_default_model.py --out runs/default [--threads 2] [--resume]
 """
@@ -28,8 +35,10 @@ from skimage.transform import resize
 from pathosam_wsi.datasets import fetch_many
 from pathosam_wsi.finetune.data import Sample, read_image
 from pathosam_wsi.finetune.regions import rasterise
+from pathosam_wsi.finetune.teacher import refine_labels
 from pathosam_wsi.finetune.train import BEST, TrainConfig, train
 from pathosam_wsi.model import learned
+from pathosam_wsi.model.prompt_models import PromptModel, load_prompt_model
 
 logger = logging.getLogger("train_default_model")
 
@@ -54,8 +63,8 @@ def _upsampled(name: str, image: np.ndarray, labels: np.ndarray) -> Sample:
     return Sample(name, np.clip(np.rint(img), 0, 255).astype(np.uint8), lab.astype(np.int32))
 
 
-def histolytics_samples() -> list[Sample]:
-    """The two histolytics crops with instance labels, upsampled by ``UPSAMPLE``."""
+def histolytics_samples(teacher: PromptModel | None = None) -> list[Sample]:
+    """The two histolytics crops with instance labels (re-drawn by ``teacher``), upsampled."""
     paths = fetch_many(["hgsc_nest_pair", "hgsc_stromal_pair"])
     nest = read_image(paths["hgsc_nest"])
     with np.load(paths["hgsc_nest_inst_mask"]) as npz:
@@ -65,6 +74,9 @@ def histolytics_samples() -> list[Sample]:
         pq.read_table(paths["hgsc_stromal_cells"]).column("geometry").to_numpy(zero_copy_only=False)
     )
     stroma_labels = rasterise(list(geoms), stroma.shape[:2])
+    if teacher is not None:
+        nest_labels = refine_labels(nest, nest_labels, teacher)
+        stroma_labels = refine_labels(stroma, stroma_labels, teacher)
     return [
         _upsampled("hgsc_nest", nest, nest_labels),
         _upsampled("hgsc_stromal", stroma, stroma_labels),
@@ -92,14 +104,17 @@ def main() -> None:
     parser.add_argument("--stamp-only", action="store_true", help="ship OUT/decoder.pt as is")
     parser.add_argument("--no-stamp", action="store_true", help="train only, ship nothing")
     parser.add_argument("--epochs", type=int, default=CONFIG.epochs, help="experiments only")
+    parser.add_argument("--no-teacher", action="store_true", help="histolytics masks as they are")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     if not args.stamp_only:
-        samples = histolytics_samples()
+        teacher = None if args.no_teacher else load_prompt_model("litemedsam")
+        samples = histolytics_samples(teacher)
         n_nuclei = sum(int(s.labels.max()) for s in samples)
         logger.info("%d samples, %d nuclei", len(samples), n_nuclei)
-        train(samples, args.out, replace(CONFIG, epochs=args.epochs), resume=args.resume)
+        cfg = replace(CONFIG, epochs=args.epochs, teacher=None if args.no_teacher else "litemedsam")
+        train(samples, args.out, cfg, resume=args.resume)
     if args.no_stamp:
         return
     logger.info("shipped weights sha256 %s", stamp(args.out / BEST))

@@ -2,8 +2,11 @@
 
 Held-out split: the last ``val_frac`` of every image's rows is never cropped for training; after
 each epoch the model predicts the held-out strips (and, with ``eval_train``, the training parts)
-through the same path as ``segment`` (``unet_maps.predict_maps`` -> ``ais_watershed`` with
-PathoSAM's defaults) and logs mSA.
+through the same path as ``segment`` (the model's ``Trainable.predictor``, e.g.
+``unet_maps.predict_maps``, -> ``ais_watershed`` with PathoSAM's defaults) and logs mSA.
+
+What is trained is a ``finetune.trainable.Trainable``: the ``learned`` model's U-Net by default,
+or a PathoSAM UNETR decoder over a frozen SAM encoder (``finetune/sam_decoder.py``).
 
 Repeatability: epoch ``e`` draws its crops from ``numpy.random.default_rng([seed, e])`` and its
 torch randomness from ``torch.manual_seed(seed * 100003 + e)``, with deterministic algorithms and
@@ -12,7 +15,7 @@ no worker processes, so one seed gives the same checkpoint bytes on a CPU, and a
 
 Files in ``out_dir``: ``last.pt`` (after every epoch: weights + optimiser + history, for resume) and
 ``decoder.pt`` (weights of the epoch with the best held-out mSA). Both load with
-``segment --model learned --decoder FILE``; with ``cfg.teacher`` both also hold
+``segment --model <the trained model> --decoder FILE``; with ``cfg.teacher`` both also hold
 ``"teacher": {"name", "checkpoint_sha256"}`` (which prompt model re-drew the labels).
 """
 
@@ -38,17 +41,12 @@ from pathosam_wsi.finetune.augment import Augment, random_crop
 from pathosam_wsi.finetune.data import Sample
 from pathosam_wsi.finetune.loss import distance_loss
 from pathosam_wsi.finetune.targets import ais_targets
+from pathosam_wsi.finetune.trainable import Predictor, Trainable, UNetTrainable
 from pathosam_wsi.model.checkpoints import load_state_dict_file
-from pathosam_wsi.model.unet_maps import (
-    MapsUNet,
-    load_unet_checkpoint,
-    predict_maps,
-    rgb_to_input,
-    unet_checkpoint,
-)
+from pathosam_wsi.model.unet_maps import MapsUNet, load_unet_checkpoint, predict_maps
 from pathosam_wsi.postprocess.watershed import ais_watershed
 
-__all__ = ["EpochLog", "TrainConfig", "evaluate_msa", "train"]
+__all__ = ["EpochLog", "TrainConfig", "evaluate_msa", "evaluate_predictor", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +115,18 @@ def split_rows(sample: Sample, val_frac: float) -> tuple[Sample, Sample | None]:
 
 
 def evaluate_msa(net: MapsUNet, samples: Sequence[Sample], device: str = "cpu") -> float:
-    """Mean mSA over ``samples`` of the net's maps after PathoSAM's default watershed."""
+    """Mean mSA over ``samples`` of the U-Net's maps after PathoSAM's default watershed."""
+    net.eval()
+    return evaluate_predictor(lambda image: predict_maps(net, image, device=device), samples)
+
+
+def evaluate_predictor(predict: Predictor, samples: Sequence[Sample]) -> float:
+    """Mean mSA over ``samples`` of ``predict``'s maps after PathoSAM's default watershed."""
     if not samples:
         return float("nan")
-    net.eval()
     scores = []
     for s in samples:
-        labels = ais_watershed(predict_maps(net, s.image, device=device), WatershedConfig())
+        labels = ais_watershed(predict(s.image), WatershedConfig())
         scores.append(evaluate_labels(labels, s.labels).msa)
     return float(np.mean(scores))
 
@@ -131,7 +134,7 @@ def evaluate_msa(net: MapsUNet, samples: Sequence[Sample], device: str = "cpu") 
 def _batch(
     parts: Sequence[Sample], cfg: TrainConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, crop, crop) inputs and (B, 3, crop, crop) targets; images picked ∝ area."""
+    """(B, crop, crop, 3) uint8 crops and (B, 3, crop, crop) targets; images picked ∝ area."""
     area = np.array([p.labels.size for p in parts], np.float64)
     images, targets = [], []
     for _ in range(cfg.batch_size):
@@ -139,8 +142,7 @@ def _batch(
         img, lab = random_crop(s.image, s.labels, cfg.crop_px, rng, cfg.augment)
         images.append(img)
         targets.append(ais_targets(lab))
-    x = rgb_to_input(torch.from_numpy(np.stack(images)))
-    return x, torch.from_numpy(np.stack(targets))
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets))
 
 
 @contextmanager
@@ -161,15 +163,13 @@ def _initial_net(cfg: TrainConfig) -> MapsUNet:
     return net
 
 
-def _resume(path: Path, net: MapsUNet, opt: torch.optim.Optimizer) -> tuple[int, list[EpochLog]]:
+def _resume(
+    path: Path, model: Trainable, opt: torch.optim.Optimizer
+) -> tuple[int, list[EpochLog]]:
     state = load_state_dict_file(path)
-    loaded, _ = load_unet_checkpoint(state)
-    if loaded.widths != net.widths:
-        raise CheckpointError(
-            f"{str(path)!r} holds a U-Net of widths {loaded.widths}, the run asks for "
-            f"{net.widths}; pass the same --widths or another --out"
-        )
-    net.load_state_dict(loaded.state_dict())
+    model.load_resume(state, path)
+    if "optimizer_state" not in state:
+        raise CheckpointError(f"{str(path)!r} has no optimiser state; pass another --out")
     opt.load_state_dict(state["optimizer_state"])
     history = [EpochLog(*row) for row in state["history"]]
     logger.info("resuming after epoch %d from %s", state["epoch"], path)
@@ -200,10 +200,12 @@ def train(
     cfg: TrainConfig,
     *,
     resume: bool = False,
+    model: Trainable | None = None,
     on_step: StepCallback | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> list[EpochLog]:
-    """Train the map U-Net on ``samples``; see the module docstring.
+    """Train a maps model (default: the map U-Net of ``cfg``) on ``samples``; see the module
+    docstring.
 
     Parameters
     ----------
@@ -214,6 +216,8 @@ def train(
     cfg : TrainConfig
     resume : bool
         Continue from ``out_dir/last.pt`` when it exists.
+    model : Trainable, optional
+        What to train, on ``cfg.device``; None builds the U-Net of ``cfg`` (``widths``, ``init``).
     on_step, on_epoch : callables, optional
         Progress hooks.
 
@@ -230,25 +234,27 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     with _deterministic():
-        net = _initial_net(cfg).to(device)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if model is None:
+            model = UNetTrainable(_initial_net(cfg).to(device), device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start, history = 0, list[EpochLog]()
         if resume and (out_dir / LAST).is_file():
-            start, history = _resume(out_dir / LAST, net, opt)
+            start, history = _resume(out_dir / LAST, model, opt)
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.lr, total_steps=cfg.epochs * cfg.steps_per_epoch, pct_start=0.1
         )
         _replay(sched, start * cfg.steps_per_epoch)
         for epoch in range(start + 1, cfg.epochs + 1):
-            loss = _epoch(net, opt, sched, parts, cfg, epoch, device, on_step)
+            loss = _epoch(model, opt, sched, parts, cfg, epoch, device, on_step)
+            predict = model.predictor()
             log = EpochLog(
                 epoch,
                 loss,
-                evaluate_msa(net, held_out, cfg.device),
-                evaluate_msa(net, parts, cfg.device) if cfg.eval_train else float("nan"),
+                evaluate_predictor(predict, held_out),
+                evaluate_predictor(predict, parts) if cfg.eval_train else float("nan"),
             )
             history.append(log)
-            _checkpoint(out_dir, net, opt, cfg, history)
+            _checkpoint(out_dir, model, opt, cfg, history)
             logger.info(
                 "epoch %d/%d: loss %.4f, held-out mSA %.3f, train mSA %.3f",
                 epoch, cfg.epochs, log.loss, log.val_msa, log.train_msa,
@@ -259,7 +265,7 @@ def train(
 
 
 def _epoch(
-    net: MapsUNet,
+    model: Trainable,
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler,
     parts: Sequence[Sample],
@@ -271,11 +277,11 @@ def _epoch(
     """One epoch of ``steps_per_epoch`` steps; returns the mean loss."""
     rng = np.random.default_rng([cfg.seed, epoch])
     torch.manual_seed(cfg.seed * 100003 + epoch)
-    net.train()
+    model.train_mode()
     losses = []
     for step in range(1, cfg.steps_per_epoch + 1):
         x, y = _batch(parts, cfg, rng)
-        loss = distance_loss(net(x.to(device)), y.to(device))
+        loss = distance_loss(model.forward(x), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -288,13 +294,13 @@ def _epoch(
 
 def _checkpoint(
     out_dir: Path,
-    net: MapsUNet,
+    model: Trainable,
     opt: torch.optim.Optimizer,
     cfg: TrainConfig,
     history: list[EpochLog],
 ) -> None:
     """``last.pt`` always; ``decoder.pt`` when this epoch has the best held-out mSA so far."""
-    ckpt = unet_checkpoint(net, cfg.train_mpp)
+    ckpt = model.checkpoint(cfg.train_mpp)
     if cfg.teacher is not None:
         ckpt["teacher"] = {"name": cfg.teacher, "checkpoint_sha256": cfg.teacher_sha256}
     state = {

@@ -141,12 +141,16 @@ def build_tiny_random(config: ModelConfig, mpp: float) -> PathoSamModel:
     """A tiny SAM-style model with deterministic random weights (tests, demos; no files needed).
 
     Same code path as the real models (preprocessing, encoder, UNETR decoder, resizing back) at a
-    256-px encoder input; the maps carry no meaning.
+    256-px encoder input; the maps carry no meaning. ``config.decoder`` replaces the AIS decoder
+    with a file of the tiny decoder's shapes (e.g. from ``finetune --model sam_tiny_random``).
     """
     encoder = build_image_encoder("vit_b", **TINY_ENCODER)  # type: ignore[arg-type]
     encoder.load_state_dict(deterministic_state_dict(encoder.state_dict(), 3000))
     enable_sdpa_attention(encoder)
-    decoders = {"ais": _tiny_decoder(3, 4000)}
+    if config.decoder is None:
+        decoders = {"ais": _tiny_decoder(3, 4000)}
+    else:
+        decoders = {"ais": load_decoder(config.decoder, 3, **_TINY_DECODER)}
     if config.classes:
         decoders["semantic"] = _tiny_decoder(len(PANNUKE_CLASSES), 5000)
     class_names = PANNUKE_CLASSES if config.classes else None

@@ -1,4 +1,6 @@
-"""``pathosam-wsi finetune``: train the ``learned`` model's U-Net on annotated nuclei.
+"""``pathosam-wsi finetune``: train the ``learned`` model's U-Net, or a PathoSAM model's UNETR AIS
+decoder over its frozen SAM encoder (``--model vit_b_histopathology|...|sam_tiny_random``), on
+annotated nuclei.
 
 Added to the main group in ``cli/app.py``. With ``--teacher NAME`` every sample's nuclei are
 re-drawn from their boxes by a prompt model (``finetune.teacher.refine_labels``) after the sample
@@ -21,11 +23,17 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from pathosam_wsi.finetune.data import Sample
+    from pathosam_wsi.finetune.trainable import Trainable
     from pathosam_wsi.model.prompt_models import PromptModel
 
 __all__ = ["finetune"]
 
 logger = logging.getLogger(__name__)
+
+LEARNED = "learned"
+_UNET_DEFAULTS = {"init": "learned", "widths": "16,32,64,128", "lr": 1e-3, "crop": 256}
+_SAM_LR = 1e-4
+"""Peak learning rate for a pretrained decoder: ten times below the U-Net's."""
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -153,6 +161,50 @@ def _taught(samples: list[Sample], model: PromptModel, name: str) -> list[Sample
     return out
 
 
+def _model_defaults(kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` with the per-model defaults filled in; options of the other kind of model refused."""
+    from pathosam_wsi.finetune.sam_decoder import DEFAULT_CROP_PX, SAM_MODELS
+
+    name = kw["model"]
+    if name == LEARNED:
+        for option in ("checkpoint", "decoder"):
+            if kw[option] is not None:
+                raise ConfigError(
+                    f"--{option} is for the SAM models, got it with --model learned; pass "
+                    f"--model {SAM_MODELS[0]} (or another SAM model), or --init FILE for a U-Net"
+                )
+        return {**kw, **{k: v for k, v in _UNET_DEFAULTS.items() if kw[k] is None}}
+    if name not in SAM_MODELS:
+        raise ConfigError(f"unknown --model {name!r}; expected one of {(LEARNED, *SAM_MODELS)}")
+    for option in ("init", "widths"):
+        if kw[option] is not None:
+            raise ConfigError(
+                f"--{option} is for the learned model's U-Net, got it with --model {name}; "
+                "drop it (--decoder FILE starts from another decoder)"
+            )
+    lr = _SAM_LR if kw["lr"] is None else kw["lr"]
+    crop = DEFAULT_CROP_PX[name] if kw["crop"] is None else kw["crop"]
+    return {**kw, "init": "none", "widths": _UNET_DEFAULTS["widths"], "lr": lr, "crop": crop}
+
+
+def _sam_model(kw: dict[str, Any], crop_px: int) -> Trainable | None:
+    """The SAM decoder to train (None for the learned model's U-Net)."""
+    if kw["model"] == LEARNED:
+        return None
+    from pathosam_wsi.finetune.sam_decoder import SamDecoderTrainable
+
+    def text(path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
+    return SamDecoderTrainable.build(
+        kw["model"],
+        checkpoint=text(kw["checkpoint"]),
+        decoder=text(kw["decoder"]),
+        device=kw["device"],
+        window_px=crop_px,
+    )
+
+
 def _config(kw: dict[str, Any]) -> Any:
     from pathosam_wsi.finetune.augment import Augment
     from pathosam_wsi.finetune.train import TrainConfig
@@ -213,16 +265,33 @@ def _config(kw: dict[str, Any]) -> Any:
 )
 @click.option("--mpp", type=float, help="Level-0 pixel size of the slides (overrides metadata).")
 @click.option(
-    "--init",
-    default="learned",
+    "--model",
+    default=LEARNED,
     show_default=True,
-    help="Start from: learned (shipped weights) | none (random) | a checkpoint file.",
+    metavar="[learned|vit_b_histopathology|vit_l_histopathology|vit_h_histopathology|"
+    "sam_tiny_random]",
+    help="What to train: the learned model's U-Net, or a PathoSAM model's AIS decoder over its "
+    "frozen SAM encoder.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SAM models: local encoder checkpoint (default: the cached download).",
+)
+@click.option(
+    "--decoder",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SAM models: AIS decoder to start from (default: the cached download; "
+    "sam_tiny_random: its own).",
+)
+@click.option(
+    "--init",
+    help="learned model: start from learned (shipped weights, default) | none (random) | a "
+    "checkpoint file.",
 )
 @click.option(
     "--widths",
-    default="16,32,64,128",
-    show_default=True,
-    help="U-Net channels per level (with --init none).",
+    help="learned model: U-Net channels per level with --init none [default: 16,32,64,128].",
 )
 @click.option(
     "--teacher",
@@ -240,8 +309,12 @@ def _config(kw: dict[str, Any]) -> Any:
 @click.option("--epochs", type=int, default=20, show_default=True)
 @click.option("--steps", type=int, default=50, show_default=True, help="Steps per epoch.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--crop", type=int, default=256, show_default=True, help="Training crop side, px.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate.")
+@click.option(
+    "--crop",
+    type=int,
+    help="Training crop side, px [default: 256; vit_* models 512, the reference's patches].",
+)
+@click.option("--lr", type=float, help="Peak learning rate [default: 1e-3; SAM decoders 1e-4].")
 @click.option(
     "--val-frac",
     type=float,
@@ -257,9 +330,10 @@ def _config(kw: dict[str, Any]) -> Any:
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def finetune(out_dir: Path, resume: bool, quiet: bool, threads: int | None, **kw: Any) -> None:
-    """Train the learned model's U-Net on nuclei annotated as label images or on slides.
+    """Train the learned model's U-Net (or a SAM model's AIS decoder, --model) on nuclei
+    annotated as label images or on slides.
 
-    Writes OUT/decoder.pt, which `segment --model learned --decoder OUT/decoder.pt` loads.
+    Writes OUT/decoder.pt, which `segment --model MODEL --decoder OUT/decoder.pt` loads.
     """
     from dataclasses import replace
 
@@ -277,7 +351,9 @@ def finetune(out_dir: Path, resume: bool, quiet: bool, threads: int | None, **kw
         )
     if threads is not None:
         torch.set_num_threads(threads)
+    kw = _model_defaults(kw)
     cfg = _config(kw)
+    model = _sam_model(kw, cfg.crop_px)
     teacher, teacher_sha256 = _teacher(kw)  # before the samples: a bad name fails at once
     cfg = replace(cfg, teacher_sha256=teacher_sha256)
     if resume:
@@ -299,7 +375,9 @@ def finetune(out_dir: Path, resume: bool, quiet: bool, threads: int | None, **kw
                 f"{log.val_msa:.3f}  train mSA {log.train_msa:.3f}"
             )
 
-        history = train(samples, out_dir, cfg, resume=resume, on_step=on_step, on_epoch=on_epoch)
+        history = train(
+            samples, out_dir, cfg, resume=resume, model=model, on_step=on_step, on_epoch=on_epoch
+        )
     if not quiet and history:
         best = out_dir / "decoder.pt"
         click.echo(f"{len(history)} epochs; best held-out weights -> {best}")

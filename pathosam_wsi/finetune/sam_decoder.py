@@ -196,13 +196,13 @@ class SamDecoderTrainable:
             ys, xs = window_starts(h, self.window_px), window_starts(w, self.window_px)
             if len(ys) == len(xs) == 1:
                 return runner.predict([image])[0]["ais"]
+            side = self.window_px
             maps = np.zeros((3, h, w), np.float32)  # (3, H, W), CYX
             for y in ys:
                 for x in xs:
-                    win = np.ascontiguousarray(image[y : y + self.window_px, x : x + self.window_px])
-                    maps[:, y : y + win.shape[0], x : x + win.shape[1]] = runner.predict([win])[0][
-                        "ais"
-                    ]
+                    win = np.ascontiguousarray(image[y : y + side, x : x + side])
+                    win_maps = runner.predict([win])[0]["ais"]  # (3, h_win, w_win)
+                    maps[:, y : y + win.shape[0], x : x + win.shape[1]] = win_maps
             return maps
 
         return predict

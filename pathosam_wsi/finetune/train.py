@@ -163,9 +163,7 @@ def _initial_net(cfg: TrainConfig) -> MapsUNet:
     return net
 
 
-def _resume(
-    path: Path, model: Trainable, opt: torch.optim.Optimizer
-) -> tuple[int, list[EpochLog]]:
+def _resume(path: Path, model: Trainable, opt: torch.optim.Optimizer) -> tuple[int, list[EpochLog]]:
     state = load_state_dict_file(path)
     model.load_resume(state, path)
     if "optimizer_state" not in state:

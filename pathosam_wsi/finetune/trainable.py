@@ -20,6 +20,7 @@ import torch
 
 from pathosam_wsi.errors import CheckpointError
 from pathosam_wsi.model.unet_maps import (
+    FORMAT,
     MapsUNet,
     load_unet_checkpoint,
     predict_maps,
@@ -91,6 +92,11 @@ class UNetTrainable:
 
     def load_resume(self, state: Mapping[str, Any], path: Path) -> None:
         """Refuse a U-Net of other widths (or not a U-Net), else load its weights."""
+        if state.get("format") != FORMAT and "model" in state:
+            raise CheckpointError(
+                f"{str(path)!r} holds a run of the {state['model']!r} decoder, this run trains "
+                f"the learned model's U-Net; pass --model {state['model']} to resume, or another -o"
+            )
         loaded, _ = load_unet_checkpoint(state)
         if loaded.widths != self.net.widths:
             raise CheckpointError(

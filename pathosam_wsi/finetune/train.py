@@ -146,13 +146,25 @@ def _batch(
 
 
 @contextmanager
-def _deterministic() -> Iterator[None]:
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms; on a GPU only where they exist (warn-only, warnings silenced).
+
+    CUDA has no deterministic backward of bilinear ``interpolate`` (the SAM decoder's upsampling
+    and resizing back) and wants ``CUBLAS_WORKSPACE_CONFIG`` for matmuls; strict mode would refuse
+    to train there, and GPU runs are not bit-repeatable anyway (README "Fine-tuning").
+    """
     previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    on_cpu = device.type == "cpu"
+    torch.use_deterministic_algorithms(True, warn_only=not on_cpu)
     try:
-        yield
+        with warnings.catch_warnings():
+            if not on_cpu:
+                warnings.filterwarnings("ignore", ".*does not have a deterministic implementation")
+                warnings.filterwarnings("ignore", "Deterministic behavior was enabled")
+            yield
     finally:
-        torch.use_deterministic_algorithms(previous)
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
 
 
 def _initial_net(cfg: TrainConfig) -> MapsUNet:
@@ -231,7 +243,7 @@ def train(
     held_out = [v for _, v in splits if v is not None]
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
-    with _deterministic():
+    with _deterministic(device):
         if model is None:
             model = UNetTrainable(_initial_net(cfg).to(device), device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

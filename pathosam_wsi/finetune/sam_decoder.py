@@ -18,8 +18,11 @@ that fits one window is therefore predicted exactly as ``segment`` predicts a sl
 one block.
 
 ``decoder.pt`` / ``last.pt`` hold ``{"format": FORMAT, "model": name, "train_mpp": float,
-"decoder_state": state_dict}`` (plus the loop's keys); ``checkpoints.load_decoder`` takes
-``decoder_state``, so ``segment --model NAME --decoder decoder.pt`` runs the trained decoder.
+"encoder_checkpoint_sha256": str | None, "decoder_state": state_dict}`` (plus the loop's keys;
+the sha256 is that of a local ``--checkpoint`` file, None for the cached, hash-checked published
+encoder and for ``sam_tiny_random``); ``checkpoints.load_decoder`` takes ``decoder_state``, so
+``segment --model NAME --decoder decoder.pt`` runs the trained decoder. Resuming refuses a run of
+another model or encoder file.
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ class SamDecoderTrainable:
         Where encoder and decoder live.
     window_px : int
         Evaluation window side (the training crop).
+    encoder_sha256 : str, optional
+        sha256 of the encoder's local weight file (None: published or built-in weights).
     """
 
     def __init__(
@@ -113,8 +118,10 @@ class SamDecoderTrainable:
         target_px: int,
         device: torch.device,
         window_px: int,
+        encoder_sha256: str | None = None,
     ) -> None:
         self.name = name
+        self.encoder_sha256 = encoder_sha256
         self.encoder = encoder.requires_grad_(False).eval()
         self.decoder = decoder.set_channels_last(False)
         self.target_px, self.device, self.window_px = target_px, device, window_px
@@ -139,6 +146,7 @@ class SamDecoderTrainable:
             Weight files that do not load, or a ``decoder`` that is a U-Net checkpoint or another
             model's fine-tuned decoder.
         """
+        from pathosam_wsi.files import sha256_file
         from pathosam_wsi.model.pathosam import PathoSamModel
         from pathosam_wsi.model.registry import build_model
 
@@ -157,8 +165,10 @@ class SamDecoderTrainable:
         if not isinstance(model, PathoSamModel):  # pragma: no cover - registry invariant
             raise ConfigError(f"{name!r} did not build a PathoSAM model")
         runner = model.runner
+        sha256 = None if checkpoint is None else sha256_file(Path(checkpoint))
+        decoder_module = runner.decoders["ais"]
         return cls(
-            name, runner.encoder, runner.decoders["ais"], runner.target_px, runner.device, window_px
+            name, runner.encoder, decoder_module, runner.target_px, runner.device, window_px, sha256
         )
 
     def parameters(self) -> Iterator[nn.Parameter]:
@@ -214,6 +224,7 @@ class SamDecoderTrainable:
             "format": FORMAT,
             "model": self.name,
             "train_mpp": float(train_mpp),
+            "encoder_checkpoint_sha256": self.encoder_sha256,
             "decoder_state": state,
         }
 
@@ -225,5 +236,12 @@ class SamDecoderTrainable:
             raise CheckpointError(
                 f"{str(path)!r} holds a run of {was}, this run trains the decoder of "
                 f"{self.name}; pass the same --model to resume, or another -o"
+            )
+        was_sha256 = state.get("encoder_checkpoint_sha256")
+        if was_sha256 != self.encoder_sha256:
+            raise CheckpointError(
+                f"{str(path)!r} was trained over the encoder file with sha256 {was_sha256!r}, this "
+                f"run's encoder has {self.encoder_sha256!r} (None: the published weights); pass "
+                "the same --checkpoint to resume, or another -o"
             )
         load_strict(self.decoder, state["decoder_state"], f"{self.name} UNETR decoder")

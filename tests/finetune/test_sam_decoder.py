@@ -23,6 +23,7 @@ from PIL import Image
 
 from pathosam_wsi.cli import main
 from pathosam_wsi.config import ModelConfig, WatershedConfig
+from pathosam_wsi.errors import CheckpointError
 from pathosam_wsi.finetune.augment import Augment
 from pathosam_wsi.finetune.data import Sample
 from pathosam_wsi.finetune.sam_decoder import FORMAT, SamDecoderTrainable, window_starts
@@ -180,6 +181,17 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert (tmp_path / "part" / "last.pt").read_bytes() == (
         tmp_path / "full" / "last.pt"
     ).read_bytes()
+
+
+def test_resume_refuses_a_run_over_another_encoder_file(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(SAM_TINY, epochs=1, steps_per_epoch=1, eval_train=False)
+    train(_samples(), tmp_path, cfg, model=_model())
+    assert load_state_dict_file(tmp_path / "last.pt")["encoder_checkpoint_sha256"] is None
+    cfg = dataclasses.replace(cfg, epochs=2)
+    other = _model()
+    other.encoder_sha256 = "0" * 64  # as if built with --checkpoint FILE
+    with pytest.raises(CheckpointError, match="pass the same --checkpoint"):
+        train(_samples(), tmp_path, cfg, model=other, resume=True)
 
 
 def test_evaluation_windows_are_full_size_and_cover_the_image() -> None:

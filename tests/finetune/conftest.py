@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
+from PIL import Image
 
 from pathosam_wsi.finetune.augment import Augment
 from pathosam_wsi.finetune.data import Sample
-from pathosam_wsi.finetune.train import TrainConfig
+from pathosam_wsi.finetune.train import EpochLog, TrainConfig
 from tests.synthetic import draw_nuclei, grid_centres
 
 TINY = TrainConfig(
@@ -35,6 +37,32 @@ def synthetic_pair(
     """An RGB image with purple elliptical nuclei (radius ~6 px) on pink, and its labels."""
     centres = grid_centres(side, side, spacing_px=20, offset_px=12, jitter=2, seed=seed)
     return draw_nuclei(side, side, centres, radius_px=6.0, seed=seed)
+
+
+def pair_folders(root: Path) -> tuple[Path, Path]:
+    """``root/images`` (two synthetic PNGs) and ``root/labels`` (their .npy labels)."""
+    images, labels = root / "images", root / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir()
+    for i in range(2):
+        image, lab = synthetic_pair(i)
+        Image.fromarray(image).save(images / f"p{i}.png")
+        np.save(labels / f"p{i}.npy", lab)
+    return images, labels
+
+
+class Interrupted(Exception):
+    """Raised by :func:`stop_after` to cut a training run short."""
+
+
+def stop_after(epoch: int) -> Callable[[EpochLog], None]:
+    """An ``on_epoch`` hook that raises :class:`Interrupted` after ``epoch``."""
+
+    def on_epoch(log: EpochLog) -> None:
+        if log.epoch == epoch:
+            raise Interrupted
+
+    return on_epoch
 
 
 @pytest.fixture

@@ -7,30 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from pathosam_wsi.cli import main
 from pathosam_wsi.config import ModelConfig, WatershedConfig
 from pathosam_wsi.model.registry import build_model
 from pathosam_wsi.model.unet_maps import load_unet_checkpoint, predict_maps
 from pathosam_wsi.postprocess.watershed import ais_watershed
-from tests.finetune.conftest import synthetic_pair
+from tests.finetune.conftest import pair_folders, synthetic_pair
 from tests.helpers import read_outputs, same_partition
 from tests.synthetic import write_pyramid
 
 TINY_ARGS = ["--init", "none", "--widths", "8,16", "--epochs", "2", "--steps", "3",
              "--crop", "64", "--lr", "0.01", "--val-frac", "0.25", "-q"]  # fmt: skip
-
-
-def _folders(root: Path) -> tuple[Path, Path]:
-    images, labels = root / "images", root / "labels"
-    images.mkdir(parents=True)
-    labels.mkdir()
-    for i in range(2):
-        image, lab = synthetic_pair(i)
-        Image.fromarray(image).save(images / f"p{i}.png")
-        np.save(labels / f"p{i}.npy", lab)
-    return images, labels
 
 
 def _run(args: list[str]) -> tuple[int, str]:
@@ -41,7 +29,7 @@ def _run(args: list[str]) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ft")
-    images, labels = _folders(root)
+    images, labels = pair_folders(root)
     out = root / "run"
     code, output = _run(["finetune", "--images", str(images), "--labels", str(labels),
                          "-o", str(out), *TINY_ARGS])  # fmt: skip
@@ -94,7 +82,7 @@ def test_trained_decoder_in_segment_gives_the_maps_of_its_own_evaluation(
 def test_bad_input_gives_one_error_line_and_exit_2(
     tmp_path: Path, args: list[str], match: str
 ) -> None:
-    images, labels = _folders(tmp_path)
+    images, labels = pair_folders(tmp_path)
     bogus = tmp_path / "bogus.pt"
     bogus.write_text("not a checkpoint")
     fmt = {"images": images, "labels": labels, "root": tmp_path, "bogus": bogus}

@@ -10,7 +10,6 @@ never saw the zero padding that fills most of their encoder input.)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import numpy.typing as npt
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from pathosam_wsi.cli import main
 from pathosam_wsi.config import ModelConfig, WatershedConfig
@@ -32,7 +30,7 @@ from pathosam_wsi.model.checkpoints import load_state_dict_file
 from pathosam_wsi.model.registry import build_model
 from pathosam_wsi.model.unet_maps import MapsUNet, unet_checkpoint
 from pathosam_wsi.postprocess.watershed import ais_watershed
-from tests.finetune.conftest import synthetic_pair
+from tests.finetune.conftest import Interrupted, pair_folders, stop_after, synthetic_pair
 from tests.helpers import read_outputs, same_partition
 from tests.synthetic import draw_nuclei, grid_centres, write_pyramid
 
@@ -160,23 +158,11 @@ def test_one_seed_gives_the_same_decoder_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "last.pt").read_bytes() == (tmp_path / "b" / "last.pt").read_bytes()
 
 
-class _Interrupted(Exception):
-    pass
-
-
-def _stop_after(epoch: int) -> Callable[[EpochLog], None]:
-    def on_epoch(log: EpochLog) -> None:
-        if log.epoch == epoch:
-            raise _Interrupted
-
-    return on_epoch
-
-
 def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     cfg = dataclasses.replace(SAM_TINY, epochs=2, steps_per_epoch=3, eval_train=False)
     train(_samples(), tmp_path / "full", cfg, model=_model())
-    with pytest.raises(_Interrupted):
-        train(_samples(), tmp_path / "part", cfg, model=_model(), on_epoch=_stop_after(1))
+    with pytest.raises(Interrupted):
+        train(_samples(), tmp_path / "part", cfg, model=_model(), on_epoch=stop_after(1))
     train(_samples(), tmp_path / "part", cfg, model=_model(), resume=True)
     assert (tmp_path / "part" / "last.pt").read_bytes() == (
         tmp_path / "full" / "last.pt"
@@ -207,24 +193,13 @@ def test_evaluation_windows_are_full_size_and_cover_the_image() -> None:
         assert covered.all()
 
 
-def _folders(root: Path) -> tuple[Path, Path]:
-    images, labels = root / "images", root / "labels"
-    images.mkdir(parents=True)
-    labels.mkdir()
-    for i in range(2):
-        image, lab = synthetic_pair(i)
-        Image.fromarray(image).save(images / f"p{i}.png")
-        np.save(labels / f"p{i}.npy", lab)
-    return images, labels
-
-
 def _cli(args: list[str]) -> tuple[int, list[str]]:
     result = CliRunner().invoke(main, args)
     return result.exit_code, [ln for ln in result.output.splitlines() if ln.strip()]
 
 
 def test_cli_trains_the_decoder_and_refuses_to_resume_it_as_another_model(tmp_path: Path) -> None:
-    images, labels = _folders(tmp_path)
+    images, labels = pair_folders(tmp_path)
     data = ["--images", str(images), "--labels", str(labels), "-o", str(tmp_path / "run")]
     tiny = ["--epochs", "1", "--steps", "2", "--batch-size", "2", "--crop", "96", "-q"]
     code, lines = _cli(["finetune", "--model", "sam_tiny_random", *data, *tiny])
@@ -251,7 +226,7 @@ def test_cli_trains_the_decoder_and_refuses_to_resume_it_as_another_model(tmp_pa
 def test_bad_combinations_give_one_error_line_and_exit_2(
     tmp_path: Path, args: list[str], match: str
 ) -> None:
-    images, labels = _folders(tmp_path)
+    images, labels = pair_folders(tmp_path)
     unet = tmp_path / "unet.pt"
     torch.save(unet_checkpoint(MapsUNet((8, 16)), 0.25), unet)
     argv = ["finetune", "--images", str(images), "--labels", str(labels),

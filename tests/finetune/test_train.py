@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import astuple
 from pathlib import Path
 
@@ -11,9 +10,9 @@ import numpy as np
 import pytest
 
 from pathosam_wsi.finetune.data import Sample
-from pathosam_wsi.finetune.train import EpochLog, TrainConfig, evaluate_msa, train
+from pathosam_wsi.finetune.train import TrainConfig, evaluate_msa, train
 from pathosam_wsi.model.unet_maps import load_unet_checkpoint
-from tests.finetune.conftest import TINY
+from tests.finetune.conftest import TINY, Interrupted, stop_after
 
 
 def test_overfits_a_tiny_synthetic_set(tiny_samples: list[Sample], tmp_path: Path) -> None:
@@ -41,23 +40,11 @@ def test_one_seed_gives_the_same_checkpoint_bytes(
     ).read_bytes()
 
 
-class _Interrupted(Exception):
-    pass
-
-
-def _stop_after(epoch: int) -> Callable[[EpochLog], None]:
-    def on_epoch(log: EpochLog) -> None:
-        if log.epoch == epoch:
-            raise _Interrupted
-
-    return on_epoch
-
-
 def test_resume_equals_an_uninterrupted_run(tiny_samples: list[Sample], tmp_path: Path) -> None:
     cfg = dataclasses.replace(TINY, epochs=3, eval_train=False, val_frac=0.25)
     full = train(tiny_samples, tmp_path / "full", cfg)
-    with pytest.raises(_Interrupted):
-        train(tiny_samples, tmp_path / "part", cfg, on_epoch=_stop_after(2))
+    with pytest.raises(Interrupted):
+        train(tiny_samples, tmp_path / "part", cfg, on_epoch=stop_after(2))
     resumed = train(tiny_samples, tmp_path / "part", cfg, resume=True)
     np.testing.assert_equal([astuple(h) for h in resumed], [astuple(h) for h in full])
     assert (tmp_path / "part" / "last.pt").read_bytes() == (

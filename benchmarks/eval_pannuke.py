@@ -5,7 +5,10 @@ mSA, F1 at IoU 0.5 and PQ against the manual ``inst_map``. Prints a markdown tab
 mean per model). The patches (CC BY-NC-SA 4.0) are fetched into the data cache, never committed.
 PanNuke is 40x, about 0.25 µm/px.
 
-    python benchmarks/eval_pannuke.py [--models classical learned ...] [--json FILE]
+    python benchmarks/eval_pannuke.py [--models classical learned ...] [--decoder F] [--json F]
+
+``--decoder FILE`` evaluates a ``finetune`` checkpoint (``segment --decoder``) instead of the
+model's own decoder weights, e.g. ``--models learned --decoder runs/x/decoder.pt``.
 
 A model that cannot be built here (e.g. PathoSAM without its downloaded weights) gets one row that
 says why instead of numbers. Test models with random weights (names containing ``random``) are
@@ -51,10 +54,13 @@ def load_patches() -> list[tuple[str, npt.NDArray[np.uint8], npt.NDArray[np.int3
     return out
 
 
-def evaluate_model(name: str, patches: list[Any]) -> list[dict[str, Any]]:
+def evaluate_model(
+    name: str, patches: list[Any], decoder: Path | None = None
+) -> list[dict[str, Any]]:
     """One row per patch for model ``name`` (or one row with the reason it could not run)."""
     try:
-        model = build_model(ModelConfig(name=name, device="cpu"), mpp=PANNUKE_MPP)
+        config = ModelConfig(name=name, device="cpu", decoder=str(decoder) if decoder else None)
+        model = build_model(config, mpp=PANNUKE_MPP)
     except Exception as err:  # report any build failure as a row, keep going
         reason = str(err).split(";")[0]
         return [{"model": name, "patch": "-", "error": f"{type(err).__name__}: {reason}"}]
@@ -101,6 +107,7 @@ def main() -> None:
     """Run every requested model on every patch and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=None, help="default: all built-in models")
+    parser.add_argument("--decoder", type=Path, default=None, help="a finetune checkpoint")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -108,7 +115,7 @@ def main() -> None:
     rows = []
     names = args.models or [m for m in available_models() if "random" not in m]
     for name in names:
-        rows.extend(evaluate_model(name, patches))
+        rows.extend(evaluate_model(name, patches, args.decoder))
     print(markdown(rows))  # script output
     if args.json is not None:
         meta = {"machine": platform.platform(), "processor": platform.processor()}

@@ -19,7 +19,6 @@ rewritten.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import re
 import shutil
@@ -33,6 +32,7 @@ import torch
 from skimage.transform import resize
 
 from pathosam_wsi.datasets import fetch_many
+from pathosam_wsi.files import sha256_file
 from pathosam_wsi.finetune.data import Sample, read_image
 from pathosam_wsi.finetune.regions import rasterise
 from pathosam_wsi.finetune.teacher import refine_labels
@@ -86,7 +86,7 @@ def histolytics_samples(teacher: PromptModel | None = None) -> list[Sample]:
 def stamp(weights: Path) -> str:
     """Copy ``weights`` into the package and write its sha256 into model/learned.py."""
     shutil.copyfile(weights, learned.LEARNED_WEIGHTS)
-    digest = hashlib.sha256(learned.LEARNED_WEIGHTS.read_bytes()).hexdigest()
+    digest = sha256_file(learned.LEARNED_WEIGHTS)
     src = Path(learned.__file__)
     text = re.sub(
         r'LEARNED_SHA256 = "[0-9a-f]{64}"', f'LEARNED_SHA256 = "{digest}"', src.read_text()

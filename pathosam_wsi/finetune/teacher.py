@@ -167,17 +167,17 @@ def complete_labels(
     on_labels = ndi.sum_labels(labels > 0, candidates, ids)
     fresh = on_labels <= max_overlap * area
     taught = box_refine(image, boxes[fresh], model)
-    out = labels.copy()
-    nxt = int(labels.max()) + 1
-    added = 0
     t_ids = np.arange(1, int(fresh.sum()) + 1)
     t_area = ndi.sum_labels(np.ones_like(taught.labels), taught.labels, t_ids)
     t_on = ndi.sum_labels(labels > 0, taught.labels, t_ids)
-    for k in np.flatnonzero(
+    accept = 1 + np.flatnonzero(
         (taught.iou >= min_iou) & (t_area >= min_area_px) & (t_on <= max_overlap * t_area)
-    ):
-        paint = (taught.labels == k + 1) & (out == 0)
-        out[paint] = nxt
-        nxt += 1
-        added += 1
+    )
+    added = int(accept.size)
+    new_id = np.zeros(t_ids.size + 1, np.int32)  # teacher id -> new label id (0: not added)
+    new_id[accept] = int(labels.max()) + 1 + np.arange(added, dtype=np.int32)
+    painted = new_id[taught.labels]
+    out = labels.copy()
+    paint = (painted > 0) & (out == 0)
+    out[paint] = painted[paint]
     return out, added

@@ -230,7 +230,7 @@ def _config(kw: dict[str, Any]) -> Any:
         seed=kw["seed"],
         device=kw["device"],
         train_mpp=train_mpp,
-        augment=Augment(enabled=not kw["no_augment"]),
+        augment=Augment(enabled=not kw["no_augment"], colour_jitter=kw["colour_jitter"]),
         init=None if init == "none" else init,
         teacher=None if kw["teacher"] == "none" else kw["teacher"],
     )
@@ -324,6 +324,14 @@ def _config(kw: dict[str, Any]) -> Any:
 )
 @click.option("--eval-train", is_flag=True, help="Also log mSA on the training parts.")
 @click.option("--no-augment", is_flag=True, help="Crops only: no flips, rotations, stain, scale.")
+@click.option(
+    "--colour-jitter",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="CIELAB colour jitter strength, 0-0.5 (0 = off): helps a model meet other labs' stains; "
+    "the shipped learned model was trained with 0.2.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N.")
 @click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")

@@ -1,10 +1,14 @@
-"""H&E augmentations for training crops: scale, flips, 90° rotations, haematoxylin/eosin jitter.
+"""H&E augmentations for training crops: scale, flips, 90° rotations, stain and colour jitter.
 
 All randomness comes from the ``numpy.random.Generator`` passed in, so a seed fixes every crop.
 Labels follow the image geometrically (nearest-neighbour when resized); colour changes touch the
 image only. Stain jitter scales and shifts the haematoxylin and eosin optical densities of the
 Ruifrok & Johnston deconvolution (``skimage.color.rgb2hed``), as in Tellez et al. 2018 (HED
-augmentation).
+augmentation). Colour jitter (off by default) moves each CIELAB channel's mean and spread within the
+tissue, the change that Reinhard colour normalisation undoes (Reinhard et al. 2001), so a model
+trained on one lab's stain does not hinge on its exact hue: ``skimage.color.rgb2lab``, per channel
+``(x - mean) * U(1 - s, 1 + s) + mean + U(-d, d)``, with d = 100 * s for L and 127 * s for a, b
+scaled by ``colour_shift_frac``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from skimage.color import hed2rgb, rgb2hed
 from skimage.transform import resize
+
+from pathosam_wsi.errors import ConfigError
 
 __all__ = ["Augment", "random_crop"]
 
@@ -30,6 +36,17 @@ class Augment:
     """Haematoxylin / eosin density multiplied by 1 + U(-s, s)."""
     stain_shift: float = 0.02
     """... and shifted by U(-s, s) (rgb2hed units)."""
+    colour_jitter: float = 0.0
+    """CIELAB channel spread multiplied by 1 + U(-s, s) (0 = off); see the module docstring."""
+    colour_shift_frac: float = 0.5
+    """... and the channel mean shifted by U(-d, d), d = colour_jitter * this * channel range."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.colour_jitter <= 0.5:
+            raise ConfigError(
+                f"colour_jitter must be between 0 and 0.5, got {self.colour_jitter!r}; "
+                "pass e.g. --colour-jitter 0.2 (0 = off)"
+            )
 
 
 def random_crop(
@@ -73,6 +90,8 @@ def random_crop(
     if rng.random() < 0.5:
         img, lab = img[:, ::-1], lab[:, ::-1]
     img = _stain_jitter(np.ascontiguousarray(img), rng, aug)
+    if aug.colour_jitter > 0:
+        img = _colour_jitter(img, rng, aug)
     return img, np.ascontiguousarray(lab)
 
 
@@ -101,4 +120,32 @@ def _stain_jitter(
         hed[..., c] = hed[..., c] * (1.0 + rng.uniform(-aug.stain_scale, aug.stain_scale))
         hed[..., c] = hed[..., c] + rng.uniform(-aug.stain_shift, aug.stain_shift)
     rgb = hed2rgb(hed)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+_LAB_RANGE = (100.0, 127.0, 127.0)
+"""Half-width-ish scale of the CIELAB channels L, a, b used for the mean shift."""
+_TISSUE_L = 90.0
+"""Pixels darker than this L* are tissue; the statistics are taken over them (glass is ~95+)."""
+
+
+def _colour_jitter(
+    img: npt.NDArray[np.uint8], rng: np.random.Generator, aug: Augment
+) -> npt.NDArray[np.uint8]:
+    """Scale and shift each CIELAB channel about its tissue mean; glass stays glass."""
+    from skimage.color import lab2rgb, rgb2lab
+
+    lab = rgb2lab(img)
+    tissue = lab[..., 0] < _TISSUE_L
+    draws = rng.uniform(-1.0, 1.0, size=(2, 3))  # always drawn: one seed, one stream
+    if tissue.sum() < 16:
+        return img
+    out = lab.copy()
+    for c in range(3):
+        mean = float(lab[..., c][tissue].mean())
+        scale = 1.0 + aug.colour_jitter * draws[0, c]
+        shift = aug.colour_jitter * aug.colour_shift_frac * _LAB_RANGE[c] * draws[1, c]
+        out[..., c] = np.where(tissue, (lab[..., c] - mean) * scale + mean + shift, lab[..., c])
+    out[..., 0] = np.clip(out[..., 0], 0.0, 100.0)
+    rgb = lab2rgb(out)
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)

@@ -48,3 +48,28 @@ def test_small_image_is_padded_with_background() -> None:
     assert img.shape == (64, 64, 3)
     assert np.all(lab[40:, :] == 0)
     assert np.all(img[40:, :] == 255)
+
+
+def test_colour_jitter_moves_tissue_colour_keeps_glass_and_labels() -> None:
+    from skimage.color import rgb2lab
+
+    image, labels = synthetic_pair(4, side=40)  # padded to 64: the pad is glass (white)
+    no_stain = {"stain_scale": 0.0, "stain_shift": 0.0, "scale_range": (1.0, 1.0)}
+    plain = random_crop(image, labels, 64, np.random.default_rng(3), Augment(**no_stain))
+    tissue_ab = []
+    for seed in range(6):
+        img, lab = random_crop(
+            image, labels, 64, np.random.default_rng(seed), Augment(colour_jitter=0.3, **no_stain)
+        )
+        ref = random_crop(image, labels, 64, np.random.default_rng(seed), Augment(**no_stain))
+        np.testing.assert_array_equal(lab, ref[1])
+        glass = ref[0].min(axis=2) == 255
+        assert glass.any()
+        np.testing.assert_array_equal(img[glass], ref[0][glass])
+        tissue = ~glass
+        tissue_ab.append(rgb2lab(img)[tissue][:, 1:].mean(axis=0))
+    spread = np.ptp(np.array(tissue_ab), axis=0)
+    assert np.all(spread > 4.0), spread  # a* and b* of the tissue move by several units
+    # off by default, and off draws nothing: crops equal those of earlier releases
+    again = random_crop(image, labels, 64, np.random.default_rng(3), Augment(**no_stain))
+    np.testing.assert_array_equal(plain[0], again[0])

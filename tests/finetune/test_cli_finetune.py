@@ -77,6 +77,7 @@ def test_trained_decoder_in_segment_gives_the_maps_of_its_own_evaluation(
         (["--images", "{images}", "--labels", "{labels}", "--crop", "50"], "crop_px"),
         (["--images", "{images}", "--labels", "{labels}", "--init", "{bogus}"], "checkpoint"),
         (["--slide", "{root}/s.tiff"], "--annotations"),
+        (["--images", "{images}", "--labels", "{labels}", "--colour-jitter", "2"], "colour_jitter"),
     ],
 )
 def test_bad_input_gives_one_error_line_and_exit_2(

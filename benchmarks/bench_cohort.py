@@ -114,7 +114,7 @@ def _run(n_workers: int, entries: list[Any], out: Path, noop_tasks: int) -> dict
 def main() -> None:
     """Build the cohort, run it with each worker count, print and optionally save JSON."""
     from pathosam_wsi.cohort import ManifestEntry
-    from pathosam_wsi.config import RunConfig, TilingConfig
+    from pathosam_wsi.config import ModelConfig, RunConfig, TilingConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=Path, help="default: the sample slide (sample-data)")
@@ -134,7 +134,9 @@ def main() -> None:
         slides = [args.sample] if args.sample.exists() else []
         slides += [_synthetic(tmp / f"syn{i}.tif", args.synthetic_side, i) for i in range(2)]
         config = RunConfig(
-            tiling=TilingConfig(tile_px=args.tile, halo_px=64), blocks_per_task=args.blocks_per_task
+            model=ModelConfig(name="classical"),  # the engine figures are the classical model's
+            tiling=TilingConfig(tile_px=args.tile, halo_px=64),
+            blocks_per_task=args.blocks_per_task,
         )
         entries = [ManifestEntry(str(p), p.stem, config) for p in slides]
         runs = [_run(n, entries, tmp / f"out{n}", args.noop_tasks) for n in args.workers]

@@ -67,9 +67,12 @@ def _synthetic(path: Path, side: int) -> Path:
 
 def _child(slide: str, out: str) -> None:
     from pathosam_wsi import RunConfig, segment_slide
+    from pathosam_wsi.config import ModelConfig
 
     t0 = time.perf_counter()
-    result = segment_slide(slide, out, RunConfig(), overwrite=True)
+    # engine figures (README, benchmarks/README.md) are the classical model's
+    config = RunConfig(model=ModelConfig(name="classical"))
+    result = segment_slide(slide, out, config, overwrite=True)
     wall = time.perf_counter() - t0
     info = json.loads((result.output_dir / "run.json").read_text())
     blocks = info["counts"]["blocks_processed"]

@@ -27,7 +27,7 @@ import pyarrow as pa
 import zarr
 
 from pathosam_wsi import RunConfig, segment_slide
-from pathosam_wsi.config import TilingConfig
+from pathosam_wsi.config import ModelConfig, TilingConfig
 
 
 def _outputs(folder: Path) -> tuple[np.ndarray, pd.DataFrame]:
@@ -45,8 +45,14 @@ def _table_bytes(table: pd.DataFrame) -> bytes:
     return bytes(sink.getvalue())
 
 
-def _run(slide: Path, out: Path, tile_px: int, halo_px: int, threads: int) -> Path:
-    config = RunConfig(tiling=TilingConfig(tile_px=tile_px, halo_px=halo_px), threads=threads)
+def _run(
+    slide: Path, out: Path, tile_px: int, halo_px: int, threads: int, model: str = "classical"
+) -> Path:
+    config = RunConfig(
+        model=ModelConfig(name=model),  # the guarantee covers classical (README)
+        tiling=TilingConfig(tile_px=tile_px, halo_px=halo_px),
+        threads=threads,
+    )
     return segment_slide(slide, out / f"t{tile_px}", config).output_dir
 
 
@@ -78,6 +84,7 @@ def main() -> None:
     parser.add_argument("--halo", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--time-runs", type=int, default=0, help="CPU-timed runs at tile 512")
+    parser.add_argument("--model", default="classical", help="model (default classical)")
     args = parser.parse_args()
     slide = args.slide
     if slide is None:
@@ -87,7 +94,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         first: tuple[np.ndarray, pd.DataFrame, bytes] | None = None
         for tile in args.tiles:
-            labels, table = _outputs(_run(slide, Path(tmp), tile, args.halo, args.threads))
+            labels, table = _outputs(
+                _run(slide, Path(tmp), tile, args.halo, args.threads, args.model)
+            )
             blob = _table_bytes(table)
             if first is None:
                 first = (labels, table, blob)

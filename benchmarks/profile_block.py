@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pathosam_wsi.config import RunConfig
+from pathosam_wsi.config import ModelConfig, RunConfig
 from pathosam_wsi.export.omezarr import create_label_image
 from pathosam_wsi.model.registry import get_model
 from pathosam_wsi.pipeline.assemble import global_luts, paint_blocks, write_table
@@ -85,7 +85,7 @@ def _stage_kernels(plan: SlidePlan, block: Any, output: Any, tile: Any) -> dict[
 
 def profile_slide(slide: Path, n_blocks: int, work: Path, profiler: Any) -> dict[str, list[float]]:
     """Per-stage CPU ms of the first ``n_blocks`` blocks of ``slide``."""
-    config = RunConfig()
+    config = RunConfig(model=ModelConfig(name="classical"))  # the profiled figures' model
     handle, sid, frame, grid = plan_slide(slide, work, config)
     ids = tuple(range(min(n_blocks, len(grid))))
     plan = SlidePlan(handle, sid, frame, grid, config, str(work), ids)

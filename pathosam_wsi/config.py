@@ -192,7 +192,7 @@ class WatershedConfig:
 class ModelConfig:
     """Which model produces the AIS maps, and how it runs."""
 
-    name: str = "classical"
+    name: str = "learned"
     checkpoint: str | None = None
     decoder: str | None = None
     semantic_decoder: str | None = None

@@ -414,7 +414,17 @@ def test_one_pixel_image_runs(tmp_path: Path) -> None:
 
 def test_coarse_target_mpp_warns_in_one_line(inputs: dict[str, Path], tmp_path: Path) -> None:
     code, _, stderr = run_cli(
-        ["segment", str(inputs["good"]), "-o", str(tmp_path / "out"), "--target-mpp", "4", *FAST]
+        [
+            "segment",
+            str(inputs["good"]),
+            "-o",
+            str(tmp_path / "out"),
+            "--target-mpp",
+            "4",
+            "--model",
+            "classical",
+            *FAST,
+        ]
     )
     assert code == 0, stderr
     warn = [ln for ln in stderr.splitlines() if "supported" in ln]

@@ -158,14 +158,17 @@ def test_info(synthetic_slide) -> None:
 
 def test_halo_edge_warning(tmp_path) -> None:
     from pathosam_wsi import RunConfig, segment_slide
-    from pathosam_wsi.config import TilingConfig
+    from pathosam_wsi.config import ModelConfig, TilingConfig
     from tests.synthetic import draw_nuclei, write_pyramid
 
     chain = [(124.0, 84.0 + 10 * i) for i in range(9)]  # touching nuclei, 90 px long
     rgb, _ = draw_nuclei(256, 256, chain, radius_px=7)
     path = write_pyramid(tmp_path / "big.tiff", rgb, 0.5, levels=1)
     # the window rule re-reads cut regions; one wider than the largest window is still reported
-    config = RunConfig(tiling=TilingConfig(tile_px=64, halo_px=2, max_window_px=32))
+    config = RunConfig(
+        model=ModelConfig(name="classical"),
+        tiling=TilingConfig(tile_px=64, halo_px=2, max_window_px=32),
+    )
     with pytest.warns(PathoSamWarning, match="increase max_window_px"):
         segment_slide(path, tmp_path / "out", config)
 

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 LEARNED_WEIGHTS = Path(__file__).parent / "data" / "learned_unet.pt"
 """The shipped checkpoint (package data)."""
-LEARNED_SHA256 = "4ae37f5e7d6620a8198f48861d1be3d38c51f798917d02030dd35e8727d41c35"
+LEARNED_SHA256 = "71341e2be102c538634ede251ae802a67fd7320734bce9755b44a0b14d1a340f"
 """sha256 of ``LEARNED_WEIGHTS``; written by scripts/train_default_model.py."""
 SUPPORTED_MPP = (0.2, 0.55)
 """Working pixel sizes (µm/px) the model supports: it is resized to its 0.25 µm/px within this."""

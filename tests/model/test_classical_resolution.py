@@ -30,7 +30,7 @@ def test_counts_hold_from_half_to_one_micron() -> None:
 
 
 def test_declared_range_and_warning() -> None:
-    config = ModelConfig()
+    config = ModelConfig(name="classical")
     assert model_mpp_range(config) == (0.25, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

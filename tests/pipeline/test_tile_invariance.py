@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pathosam_wsi import RunConfig, segment_slide
-from pathosam_wsi.config import TilingConfig, TissueConfig
+from pathosam_wsi.config import ModelConfig, TilingConfig, TissueConfig
 from tests.helpers import read_outputs
 from tests.synthetic import draw_nuclei, write_pyramid
 
@@ -40,6 +40,7 @@ def dense_slide(tmp_path_factory):
 
 def _run(slide, out, tile_px: int):
     config = RunConfig(
+        model=ModelConfig(name="classical"),  # the model the guarantee covers (README)
         tiling=TilingConfig(tile_px=tile_px, halo_px=HALO_PX),
         tissue=TissueConfig(enabled=False),
         threads=2,

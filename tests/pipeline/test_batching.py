@@ -147,7 +147,12 @@ def test_open_files_and_memory_flat_over_a_50_slide_cohort(tmp_path: Path) -> No
     # slide would add 40); a momentary extra file or two of the slide in flight is allowed.
     assert sorted(fds[-10:])[5] <= max(fds[:10]), f"open files grow: {fds}"
     assert max(fds) <= max(fds[:10]) + 4, f"open files grow: {fds}"
-    assert max(rss[10:]) - rss[9] < 64 << 20, f"RSS grows: {[r >> 20 for r in rss]} MiB"
+    # A leak raises the floor; the default (learned) model's torch temporaries add transient
+    # peaks of tens of MiB at whichever slide the sample lands on, so floor and peak are bounded
+    # separately (a 1 MiB-per-slide leak moves the floor by 40 MiB).
+    trace = f"RSS grows: {[r >> 20 for r in rss]} MiB"
+    assert min(rss[-10:]) - min(rss[:10]) < 32 << 20, trace
+    assert max(rss[10:]) - max(rss[:10]) < 128 << 20, trace
 
 
 def _rss_bytes() -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import hed2rgb, lab2rgb, rgb2hed, rgb2lab
 from skimage.transform import resize
 
 from pathosam_wsi.errors import ConfigError
@@ -119,8 +119,7 @@ def _stain_jitter(
     for c in (0, 1):
         hed[..., c] = hed[..., c] * (1.0 + rng.uniform(-aug.stain_scale, aug.stain_scale))
         hed[..., c] = hed[..., c] + rng.uniform(-aug.stain_shift, aug.stain_shift)
-    rgb = hed2rgb(hed)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    return _unit_to_uint8(hed2rgb(hed))
 
 
 _LAB_RANGE = (100.0, 127.0, 127.0)
@@ -133,8 +132,6 @@ def _colour_jitter(
     img: npt.NDArray[np.uint8], rng: np.random.Generator, aug: Augment
 ) -> npt.NDArray[np.uint8]:
     """Scale and shift each CIELAB channel about its tissue mean; glass stays glass."""
-    from skimage.color import lab2rgb, rgb2lab
-
     lab = rgb2lab(img)
     tissue = lab[..., 0] < _TISSUE_L
     draws = rng.uniform(-1.0, 1.0, size=(2, 3))  # always drawn: one seed, one stream
@@ -147,5 +144,9 @@ def _colour_jitter(
         shift = aug.colour_jitter * aug.colour_shift_frac * _LAB_RANGE[c] * draws[1, c]
         out[..., c] = np.where(tissue, (lab[..., c] - mean) * scale + mean + shift, lab[..., c])
     out[..., 0] = np.clip(out[..., 0], 0.0, 100.0)
-    rgb = lab2rgb(out)
+    return _unit_to_uint8(lab2rgb(out))
+
+
+def _unit_to_uint8(rgb: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8]:
+    """(H, W, 3) float RGB in [0, 1] (skimage's colour conversions) -> uint8, rounded."""
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
